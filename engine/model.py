@@ -1,0 +1,139 @@
+"""The domain model: a scale set's model (what new instances run) and its
+instances (what each one runs now and how it is doing).
+
+These are plain frozen records; backends build them from what they read
+(simulated state or Azure's JSON) and the engine only reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+
+class UpgradeMode(StrEnum):
+    """``upgradePolicy.mode``."""
+
+    MANUAL = "Manual"
+    AUTOMATIC = "Automatic"
+    ROLLING = "Rolling"
+
+
+class ProvisioningState(StrEnum):
+    CREATING = "Creating"
+    UPDATING = "Updating"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    DELETING = "Deleting"
+
+
+class PowerState(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    DEALLOCATED = "deallocated"
+    STARTING = "starting"
+    STOPPING = "stopping"
+
+
+class Health(StrEnum):
+    """What the health source says (Application Health extension, LB probe, or
+    provisioning + power state when neither is configured)."""
+
+    HEALTHY = "Healthy"
+    UNHEALTHY = "Unhealthy"
+    UNKNOWN = "Unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageReference:
+    """What an instance boots from. Exactly one form is set:
+
+    * a platform image: ``publisher``/``offer``/``sku``/``version``;
+    * a managed custom or gallery image: ``id``;
+    * a legacy unmanaged image: ``uri`` (``osDisk.image.uri``).
+    """
+
+    publisher: str | None = None
+    offer: str | None = None
+    sku: str | None = None
+    version: str | None = None
+    id: str | None = None
+    uri: str | None = None
+
+    def __str__(self) -> str:
+        if self.id:
+            return self.id
+        if self.uri:
+            return self.uri
+        return ":".join(p or "" for p in (self.publisher, self.offer, self.sku, self.version))
+
+
+@dataclass(frozen=True, slots=True)
+class RollingPolicy:
+    """``rollingUpgradePolicy`` with the defaults Azure documents."""
+
+    max_batch_instance_percent: int = 20
+    max_unhealthy_instance_percent: int = 20
+    max_unhealthy_upgraded_instance_percent: int = 20
+    pause_time_between_batches: float = 0.0
+    prioritize_unhealthy_instances: bool = False
+    enable_cross_zone_upgrade: bool = False
+    max_surge: bool = False
+    rollback_failed_instances_on_policy_breach: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    """What the scale set model says an instance should run: its image and VM
+    size. Two instances run "the same model" when these are equal."""
+
+    image: ImageReference
+    vm_size: str = "Standard_D2s_v5"
+
+    def __str__(self) -> str:
+        return f"{self.image} ({self.vm_size})"
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleSetModel:
+    """The scale set as a whole: its model, policy and concurrency token."""
+
+    name: str
+    model: ModelVersion
+    upgrade_mode: UpgradeMode = UpgradeMode.MANUAL
+    rolling_policy: RollingPolicy = field(default_factory=RollingPolicy)
+    etag: str | None = None
+    capacity: int = 0
+    zones: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One VM of the scale set as last observed."""
+
+    instance_id: str
+    update_domain: int
+    fault_domain: int
+    zone: str = ""
+    model: ModelVersion | None = None
+    latest_model_applied: bool = True
+    provisioning: ProvisioningState = ProvisioningState.SUCCEEDED
+    power: PowerState = PowerState.RUNNING
+    health: Health = Health.HEALTHY
+
+    @property
+    def serving(self) -> bool:
+        """Counts as serving capacity: provisioned, running and healthy."""
+        return (
+            self.provisioning is ProvisioningState.SUCCEEDED
+            and self.power is PowerState.RUNNING
+            and self.health is Health.HEALTHY
+        )
+
+    def evolve(self, **changes: object) -> Instance:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def instance_sort_key(instance_id: str) -> tuple[int, int | str]:
+    """Azure's instance ids are decimal strings; order them numerically."""
+    return (0, int(instance_id)) if instance_id.isdigit() else (1, instance_id)

@@ -1,0 +1,584 @@
+"""The rollout state machine: sans-I/O, clock-free, written once.
+
+Theory of operation
+-------------------
+A driver owns the clock and the backend. It repeatedly
+
+1. feeds what it observed (:meth:`Rollout.observe`: changed instances, deleted
+   ids) and the current time,
+2. asks :meth:`Rollout.step` for actions (update the model, start upgrading
+   instances, add or delete instances) and the time it wants to be woken at the
+   latest,
+3. executes the actions and reports the model update with
+   :meth:`Rollout.model_updated`,
+
+until :attr:`Rollout.finished`. The SimPy driver turns the wake-up time into a
+timeout event; the Azure driver into sleep-and-poll. Nothing here imports
+simpy, azure, time or asyncio.
+
+Phases (``Phase``)::
+
+    INIT -> UPDATING_MODEL -> ROLLING -> FINISHED
+                                |  halt (a gate fails, the strategy stalls)
+                                v
+                             DRAINING (in-flight instances finish) -> FINISHED   on_failure=freeze
+                                |
+                                v  on_failure=rollback
+                      ROLLBACK_MODEL -> ROLLING_BACK -> FINISHED
+
+Per instance in the phase's scope::
+
+    PENDING -> IN_FLIGHT (upgrading, then waiting to be healthy) -> DONE | UNHEALTHY | FAILED | GONE
+
+Gates, with Azure's rolling-policy semantics: before each wave, halt when more
+than ``max_unhealthy`` % of all instances are unhealthy (not counting the ones
+in flight); after each wave, halt when more than ``max_unhealthy_upgraded`` % of
+the instances upgraded so far ended unhealthy or failed. An upgraded instance
+that is not healthy ``health_timeout`` seconds after its upgrade completed is
+unhealthy.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from ..strategies.base import DOMAIN_KINDS, DomainKind, InstanceInfo, Strategy
+from .events import (
+    Action,
+    AddInstances,
+    DeleteInstances,
+    Event,
+    EventKind,
+    StartUpgrade,
+    UpdateModel,
+)
+from .model import Health, Instance, ModelVersion, ProvisioningState, instance_sort_key
+from .options import EngineOptions
+
+
+class Phase(StrEnum):
+    INIT = "init"
+    UPDATING_MODEL = "updating_model"
+    ROLLING = "rolling"
+    DRAINING = "draining"
+    ROLLBACK_MODEL = "rollback_model"
+    ROLLING_BACK = "rolling_back"
+    FINISHED = "finished"
+
+
+class Resolution(StrEnum):
+    DONE = "done"
+    UNHEALTHY = "unhealthy"
+    FAILED = "failed"
+    GONE = "gone"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    actions: tuple[Action, ...]
+    #: wake the engine by this time even if nothing is observed (None: only on change)
+    wake_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    completed: bool
+    halted: bool
+    reason: str
+    rolled_back: bool
+    scope: int
+    upgraded: int
+    unhealthy: int
+    failed: int
+    gone: int
+    started_at: float
+    finished_at: float
+
+
+def is_bad(inst: Instance) -> bool:
+    return inst.health is Health.UNHEALTHY or inst.provisioning is ProvisioningState.FAILED
+
+
+class _Index:
+    """Ordered pending instances of a phase, indexed by every domain kind."""
+
+    def __init__(self, infos: Iterable[InstanceInfo]) -> None:
+        self.pending: dict[str, InstanceInfo] = {}
+        self.by: dict[DomainKind, dict[Any, dict[str, InstanceInfo]]] = {
+            k: {} for k in DOMAIN_KINDS
+        }
+        for info in sorted(infos, key=lambda i: instance_sort_key(i.instance_id)):
+            self.pending[info.instance_id] = info
+            for kind in DOMAIN_KINDS:
+                self.by[kind].setdefault(info.domain(kind), {})[info.instance_id] = info
+
+    def remove(self, instance_id: str) -> InstanceInfo:
+        info = self.pending.pop(instance_id)
+        for kind in DOMAIN_KINDS:
+            bucket = self.by[kind]
+            value = info.domain(kind)
+            del bucket[value][instance_id]
+            if not bucket[value]:
+                del bucket[value]
+        return info
+
+
+class PhaseView:
+    """The :class:`~vmss_rollout.strategies.base.View` of one phase."""
+
+    def __init__(
+        self,
+        infos: Sequence[InstanceInfo],
+        fleet_size: Callable[[], int],
+        unhealthy: Callable[[], int],
+    ) -> None:
+        self._index = _Index(infos)
+        self._fleet_size = fleet_size
+        self._unhealthy = unhealthy
+        self.scope_size = len(infos)
+        self.in_flight: dict[str, InstanceInfo] = {}
+        self.resolved: dict[str, Resolution] = {}
+        self.done_count = 0
+        self.failed_count = 0
+
+    @property
+    def fleet_size(self) -> int:
+        return self._fleet_size()
+
+    @property
+    def unhealthy_count(self) -> int:
+        return self._unhealthy()
+
+    @property
+    def pending(self) -> Mapping[str, InstanceInfo]:
+        return self._index.pending
+
+    def pending_in(self, kind: DomainKind, value: Any) -> Mapping[str, InstanceInfo]:
+        return self._index.by[kind].get(value, {})
+
+    def pending_domains(self, kind: DomainKind) -> list[Any]:
+        return sorted(self._index.by[kind])
+
+    def in_flight_domains(self, kind: DomainKind) -> set[Any]:
+        return {info.domain(kind) for info in self.in_flight.values()}
+
+    # -- engine side --
+    def start(self, instance_id: str) -> InstanceInfo:
+        info = self._index.remove(instance_id)
+        self.in_flight[instance_id] = info
+        return info
+
+    def drop_pending(self, instance_id: str) -> None:
+        self._index.remove(instance_id)
+        self.scope_size -= 1
+
+    def resolve(self, instance_id: str, how: Resolution) -> None:
+        del self.in_flight[instance_id]
+        self.resolved[instance_id] = how
+        if how is Resolution.DONE:
+            self.done_count += 1
+        elif how is Resolution.GONE:
+            self.scope_size -= 1
+        else:
+            self.failed_count += 1
+
+    @property
+    def started(self) -> int:
+        return len(self.in_flight) + len(self.resolved)
+
+
+class Rollout:
+    """One rollout of ``target`` over a scale set's instances."""
+
+    def __init__(
+        self,
+        current: ModelVersion,
+        target: ModelVersion,
+        instances: Iterable[Instance],
+        strategy: Strategy,
+        options: EngineOptions | None = None,
+        *,
+        listener: Callable[[Event], None] | None = None,
+        keep_events: bool = True,
+    ) -> None:
+        self.previous = current
+        self.target = target
+        self.strategy = strategy
+        self.options = strategy.engine_options(options or EngineOptions())
+        self.events: list[Event] = []
+        self._listener = listener
+        self._keep = keep_events
+        self.fleet: dict[str, Instance] = {i.instance_id: i for i in instances}
+        self._bad: set[str] = {i for i, inst in self.fleet.items() if is_bad(inst)}
+        self._declared_bad: set[str] = set()
+        self.phase = Phase.INIT
+        self.reason = ""
+        self.rolled_back = False
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        scope = self.options.scope
+        infos = [
+            InstanceInfo(i.instance_id, i.update_domain, i.fault_domain, i.zone, i.serving)
+            for i in self.fleet.values()
+            if scope.covers(i.instance_id, i.update_domain, i.fault_domain, i.zone)
+            and not (i.model == target and i.latest_model_applied)
+        ]
+        self.view = self._new_view(infos)
+        self.rollout_view = self.view
+        self._replace = strategy.replaces
+        self._watch: dict[str, str] = {}  # observed instance id -> scope id in flight
+        self._surge_waiting: deque[str] = deque()  # scope ids waiting for their new instance
+        self._surge_new: dict[str, str] = {}  # scope id in flight -> its new instance id
+        self._created: dict[str, str] = {}  # scope id -> the instance surge created for it
+        self._deadlines: list[tuple[float, str]] = []  # (health deadline, scope id), lazy heap
+        self._awaiting: dict[str, float] = {}
+        self._wave_of: dict[str, int] = {}
+        self._wave_left: dict[int, int] = {}
+        self._wave_no = 0
+        self._not_before = -math.inf
+        self._stops = self._checkpoint_counts(self.view.scope_size)
+        self._pending_actions: list[Action] = []
+
+    # ------------------------------------------------------------------ setup
+    def _new_view(self, infos: Sequence[InstanceInfo]) -> PhaseView:
+        return PhaseView(infos, lambda: len(self.fleet), lambda: len(self._bad))
+
+    def _checkpoint_counts(self, scope_size: int) -> deque[int]:
+        counts = set()
+        if self.options.canary is not None:
+            counts.add(self.options.canary.of(scope_size))
+        for pct in self.options.checkpoints:
+            counts.add(math.ceil(pct * scope_size / 100 - 1e-9))
+        return deque(sorted(c for c in counts if 0 < c < scope_size))
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def finished(self) -> bool:
+        return self.phase is Phase.FINISHED
+
+    @property
+    def target_now(self) -> ModelVersion:
+        """The model instances are being moved to in the current phase."""
+        rolling_back = self.phase in (Phase.ROLLBACK_MODEL, Phase.ROLLING_BACK)
+        return self.previous if rolling_back else self.target
+
+    def in_flight_ids(self) -> list[str]:
+        return list(self.view.in_flight)
+
+    def outcome(self) -> Outcome:
+        view = self.rollout_view
+        counts = {r: 0 for r in Resolution}
+        for how in view.resolved.values():
+            counts[how] += 1
+        return Outcome(
+            completed=self.finished and not self.reason,  # failures under the gates still complete
+            halted=bool(self.reason),
+            reason=self.reason,
+            rolled_back=self.rolled_back,
+            scope=view.scope_size + counts[Resolution.GONE],
+            upgraded=counts[Resolution.DONE],
+            unhealthy=counts[Resolution.UNHEALTHY],
+            failed=counts[Resolution.FAILED],
+            gone=counts[Resolution.GONE],
+            started_at=self.started_at if self.started_at is not None else 0.0,
+            finished_at=self.finished_at if self.finished_at is not None else 0.0,
+        )
+
+    # ------------------------------------------------------------------ events
+    def _emit(
+        self,
+        now: float,
+        kind: EventKind,
+        instances: Iterable[str] = (),
+        wave: int | None = None,
+        detail: str = "",
+    ) -> None:
+        event = Event(now, kind, self.phase.value, tuple(instances), wave, detail)
+        if self._keep:
+            self.events.append(event)
+        if self._listener is not None:
+            self._listener(event)
+
+    # ------------------------------------------------------------------ input
+    def model_updated(self, now: float, error: str | None = None) -> None:
+        """The driver finished the :class:`UpdateModel` action (``error``: it failed)."""
+        if error is not None:
+            rolling_back = self.phase is Phase.ROLLBACK_MODEL
+            self._emit(now, EventKind.HALTED, detail=f"model update failed: {error}")
+            self.reason = self.reason or f"model update failed: {error}"
+            if rolling_back:
+                self.reason += "; rollback could not restore the previous model"
+            self._finish(now)
+            return
+        self._emit(now, EventKind.MODEL_UPDATED, detail=str(self.target_now))
+        if self.phase is Phase.UPDATING_MODEL:
+            self.phase = Phase.ROLLING
+        elif self.phase is Phase.ROLLBACK_MODEL:
+            self.phase = Phase.ROLLING_BACK
+
+    def observe(
+        self, now: float, changed: Iterable[Instance] = (), deleted: Iterable[str] = ()
+    ) -> None:
+        """Feed instances whose state changed (or all of them: unchanged ones
+        are cheap) and ids that no longer exist."""
+        for inst in changed:
+            iid = inst.instance_id
+            is_new = iid not in self.fleet
+            self.fleet[iid] = inst
+            if is_new and self._surge_waiting:
+                first = self._surge_waiting.popleft()
+                self._watch[iid] = first
+                self._surge_new[first] = iid
+                self._created[first] = iid
+                self._emit(now, EventKind.SURGE_CREATED, (first, iid), self._wave_of.get(first))
+            watcher = self._watch.get(iid)
+            if watcher is not None:
+                self._evaluate(now, watcher, inst)
+            elif inst.serving:
+                self._bad.discard(iid)
+                self._declared_bad.discard(iid)
+            elif is_bad(inst) or iid in self._declared_bad:
+                self._bad.add(iid)
+            else:
+                self._bad.discard(iid)
+        for iid in deleted:
+            self.fleet.pop(iid, None)
+            self._bad.discard(iid)
+            self._declared_bad.discard(iid)
+            gone = self._watch.pop(iid, None)
+            if gone is not None and gone in self.view.in_flight:
+                self._resolve(now, gone, Resolution.GONE, "deleted while in flight")
+            elif iid in self.view.pending:
+                self.view.drop_pending(iid)
+                self._emit(now, EventKind.INSTANCE_GONE, (iid,), detail="deleted before its turn")
+
+    def _evaluate(self, now: float, owner: str, inst: Instance) -> None:
+        if inst.provisioning is ProvisioningState.FAILED:
+            self._resolve(now, owner, Resolution.FAILED, "provisioning failed")
+        elif (
+            inst.provisioning is ProvisioningState.SUCCEEDED
+            and inst.model == self.target_now
+            and inst.latest_model_applied
+        ):
+            if inst.health is Health.HEALTHY:
+                self._resolve(now, owner, Resolution.DONE)
+            elif inst.health is Health.UNHEALTHY:
+                self._resolve(now, owner, Resolution.UNHEALTHY, "reported unhealthy")
+            elif owner not in self._awaiting:
+                deadline = now + self.options.health_timeout
+                self._awaiting[owner] = deadline
+                heapq.heappush(self._deadlines, (deadline, owner))
+                self._emit(now, EventKind.INSTANCE_UPGRADED, (owner,), self._wave_of.get(owner))
+
+    def _resolve(self, now: float, owner: str, how: Resolution, detail: str = "") -> None:
+        if owner not in self.view.in_flight:
+            return
+        self.view.resolve(owner, how)
+        self._awaiting.pop(owner, None)
+        watched = self._surge_new.pop(owner, owner)
+        self._watch.pop(watched, None)
+        if how in (Resolution.UNHEALTHY, Resolution.FAILED):
+            self._bad.add(watched)
+            self._declared_bad.add(watched)
+        kind = {
+            Resolution.DONE: EventKind.INSTANCE_HEALTHY,
+            Resolution.UNHEALTHY: EventKind.INSTANCE_UNHEALTHY,
+            Resolution.FAILED: EventKind.INSTANCE_FAILED,
+            Resolution.GONE: EventKind.INSTANCE_GONE,
+        }[how]
+        wave = self._wave_of.pop(owner, None)
+        instances = (owner,) if watched == owner else (owner, watched)
+        self._emit(now, kind, instances, wave, detail)
+        if watched != owner and how is Resolution.DONE:
+            # surge: the replacement serves, so the old instance goes
+            self._pending_actions.append(DeleteInstances((owner,)))
+            self._emit(now, EventKind.INSTANCE_DELETE_REQUESTED, (owner,), wave)
+        if wave is not None:
+            self._wave_left[wave] -= 1
+            if self._wave_left[wave] == 0:
+                del self._wave_left[wave]
+                self._wave_completed(now, wave)
+
+    def _wave_completed(self, now: float, wave: int) -> None:
+        self._emit(now, EventKind.WAVE_COMPLETED, wave=wave)
+        self._not_before = now + self.options.pause
+        if self.phase is not Phase.ROLLING:
+            return
+        view = self.view
+        upgraded = view.done_count + view.failed_count
+        if upgraded and view.failed_count * 100 > self.options.max_unhealthy_upgraded * upgraded:
+            self._halt(
+                now,
+                f"max-unhealthy-upgraded: {view.failed_count} of {upgraded} upgraded instances "
+                f"unhealthy or failed ({100 * view.failed_count / upgraded:.0f}% > "
+                f"{self.options.max_unhealthy_upgraded:g}%)",
+            )
+
+    # ------------------------------------------------------------------ output
+    def step(self, now: float) -> Step:
+        """Decide what to do at ``now``."""
+        actions = self._pending_actions
+        self._pending_actions = []
+        self._expire_health(now)
+        if self.phase is Phase.INIT:
+            self.started_at = now
+            self._emit(
+                now,
+                EventKind.ROLLOUT_STARTED,
+                detail=(
+                    f"{self.strategy.spec()} over {self.view.scope_size} instances: "
+                    f"{self.previous} -> {self.target}"
+                ),
+            )
+            if self.view.scope_size == 0 and self.previous == self.target:
+                self._finish(now)
+            elif self.previous != self.target:
+                self.phase = Phase.UPDATING_MODEL
+                self._emit(now, EventKind.MODEL_UPDATE_REQUESTED, detail=str(self.target))
+                actions.append(UpdateModel(self.target))
+            else:
+                self.phase = Phase.ROLLING
+        if self.phase in (Phase.ROLLING, Phase.ROLLING_BACK):
+            actions.extend(self._advance(now))
+        if self.phase is Phase.DRAINING and not self.view.in_flight:
+            touched = self._touched()
+            if self.options.on_failure == "rollback" and touched:
+                self.phase = Phase.ROLLBACK_MODEL
+                self._emit(
+                    now,
+                    EventKind.ROLLBACK_STARTED,
+                    touched,
+                    detail=f"model back to {self.previous}",
+                )
+                self.rolled_back = True
+                infos = [self._info(i) for i in touched]
+                self.view = self._new_view(infos)
+                self._replace = False
+                self._not_before = -math.inf
+                actions.append(UpdateModel(self.previous))
+            else:
+                self._finish(now)
+        wake = [d for d, owner in self._deadlines[:1]]
+        if self.phase in (Phase.ROLLING, Phase.ROLLING_BACK) and self._not_before > now:
+            wake.append(self._not_before)
+        return Step(tuple(actions), min(wake) if wake else None)
+
+    def _touched(self) -> list[str]:
+        """Instances the rollout changed (for a rollback): in-place ones, or the
+        replacements surge created in their stead."""
+        out = []
+        for owner, how in self.rollout_view.resolved.items():
+            if how is not Resolution.GONE:
+                out.append(self._created.get(owner, owner))
+        return [i for i in out if i in self.fleet]
+
+    def _info(self, iid: str) -> InstanceInfo:
+        inst = self.fleet[iid]
+        return InstanceInfo(iid, inst.update_domain, inst.fault_domain, inst.zone, inst.serving)
+
+    def _expire_health(self, now: float) -> None:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, owner = heapq.heappop(self._deadlines)
+            if self._awaiting.get(owner) == deadline:
+                self._resolve(
+                    now,
+                    owner,
+                    Resolution.UNHEALTHY,
+                    f"not healthy {self.options.health_timeout:g}s after its upgrade",
+                )
+
+    def _advance(self, now: float) -> Iterator[Action]:
+        view = self.view
+        if not view.pending and not view.in_flight:
+            self._finish(now)
+            return
+        if now < self._not_before:
+            return
+        rolling = self.phase is Phase.ROLLING
+        stop = self._stops[0] if rolling and self._stops else None
+        if stop is not None and view.started >= stop:
+            if view.in_flight:
+                return
+            self._stops.popleft()
+            self._emit(
+                now,
+                EventKind.CHECKPOINT,
+                detail=f"{view.done_count} of {view.scope_size} done; baking "
+                f"{self.options.bake:g}s",
+            )
+            self._not_before = now + self.options.bake
+            if self.options.bake > 0:
+                return
+            stop = self._stops[0] if self._stops else None
+        if not view.pending:
+            return
+        wave = [i for i in self.strategy.next_wave(view) if i in view.pending]
+        wave = list(dict.fromkeys(wave))
+        if stop is not None:
+            wave = wave[: max(0, stop - view.started)]
+        if not wave:
+            if not view.in_flight:
+                self._halt(
+                    now,
+                    f"strategy {self.strategy.spec()} chose no instance while "
+                    f"{len(view.pending)} were pending and none in flight",
+                )
+            return
+        if rolling:
+            bad = len(self._bad)
+            fleet = len(self.fleet)
+            if bad * 100 > self.options.max_unhealthy * fleet:
+                self._halt(
+                    now,
+                    f"max-unhealthy: {bad} of {fleet} instances unhealthy "
+                    f"({100 * bad / fleet:.0f}% > {self.options.max_unhealthy:g}%)",
+                )
+                return
+        self._wave_no += 1
+        self._wave_left[self._wave_no] = len(wave)
+        for iid in wave:
+            view.start(iid)
+            self._wave_of[iid] = self._wave_no
+            self._bad.discard(iid)
+            self._declared_bad.discard(iid)
+        self._emit(
+            now,
+            EventKind.WAVE_STARTED,
+            wave,
+            self._wave_no,
+            "replace" if self._replace else "upgrade",
+        )
+        if self._replace:
+            self._surge_waiting.extend(wave)
+            yield AddInstances(len(wave))
+        else:
+            for iid in wave:
+                self._watch[iid] = iid
+            yield StartUpgrade(tuple(wave))
+
+    def _halt(self, now: float, reason: str) -> None:
+        if self.phase is Phase.ROLLING_BACK:
+            self.reason += f"; rollback stalled: {reason}"
+            self._finish(now)
+            return
+        self.reason = reason
+        self.phase = Phase.DRAINING
+        self._emit(now, EventKind.HALTED, detail=reason)
+
+    def _finish(self, now: float) -> None:
+        if self.phase is Phase.FINISHED:
+            return
+        self.phase = Phase.FINISHED
+        self.finished_at = now
+        o = self.outcome()
+        if o.completed:
+            detail = f"completed: {o.upgraded} upgraded"
+        else:
+            detail = f"halted: {self.reason}" + ("; rolled back" if self.rolled_back else "")
+        self._emit(now, EventKind.ROLLOUT_FINISHED, detail=detail)

@@ -1,0 +1,231 @@
+"""Run rollouts on the simulated scale set: one run, many runs, and the
+aggregate numbers the CLI prints.
+
+``run_once`` is a pure function of (scenario, strategy spec, seed): the same
+arguments give the same result bit for bit, in any process, so Monte Carlo
+runs can be farmed out to process pools or clusters unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import simpy
+
+from ..engine.backend import execute
+from ..engine.events import Event, EventKind
+from ..engine.rollout import Rollout
+from ..strategies.registry import make
+from .scaleset import CURRENT_MODEL, TARGET_MODEL, Monitor, SimScaleSet, TimelineRow
+from .scenario import Scenario
+
+METRICS = (
+    "duration_s",
+    "min_serving",
+    "outage_s",
+    "degraded_s",
+    "capacity_loss_instance_s",
+    "upgraded",
+    "failed",
+)
+
+
+def derive_seed(seed: int, run: int) -> int:
+    """The seed of run ``run`` of a Monte Carlo study seeded with ``seed``:
+    stable across processes and Python versions (no ``hash()``)."""
+    digest = hashlib.blake2b(f"vmss-rollout:{seed}:{run}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+@dataclass
+class RunResult:
+    strategy: str
+    seed: int
+    duration_s: float
+    min_serving: int
+    outage_s: float
+    degraded_s: float
+    capacity_loss_instance_s: float
+    upgraded: int
+    failed: int
+    unhealthy: int
+    halted: bool
+    reason: str
+    rolled_back: bool
+    scope: int
+    #: the most in-scope instances upgrading at once
+    max_down: int
+    timeline: list[TimelineRow] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    #: final state: instance id -> (model is the target, serving)
+    final: dict[str, tuple[bool, bool]] = field(default_factory=dict)
+    requests: list[tuple[float, str, tuple[str, ...]]] = field(default_factory=list)
+
+    def waves(self) -> list[tuple[str, ...]]:
+        return [e.instances for e in self.events if e.kind is EventKind.WAVE_STARTED]
+
+
+def build(
+    scenario: Scenario, seed: int, record: bool = False
+) -> tuple[simpy.Environment, SimScaleSet]:
+    """A fresh environment and scale set for ``scenario``."""
+    env = simpy.Environment()
+    monitor = Monitor(required=scenario.required_serving(), record=record)
+    scale_set = SimScaleSet(
+        env,
+        random.Random(seed),
+        instances=scenario.instances,
+        update_domains=scenario.update_domains,
+        fault_domains=scenario.fault_domains,
+        zones=scenario.zones,
+        upgrade_time=scenario.upgrade,
+        health_delay=scenario.health_delay,
+        upgrade_failure=scenario.upgrade_failure,
+        unhealthy_after_upgrade=scenario.unhealthy_after_upgrade,
+        bad_models=(TARGET_MODEL,) if scenario.bad_image else (),
+        model=CURRENT_MODEL,
+        new_model=TARGET_MODEL,
+        monitor=monitor,
+        name=scenario.name,
+    )
+    return env, scale_set
+
+
+def drive(
+    env: simpy.Environment, rollout: Rollout, backend: SimScaleSet
+) -> Generator[Any, Any, None]:
+    """The SimPy driver: observe, step, execute, wait for a change or a deadline."""
+    etag = backend.read()[0].etag
+    timer: simpy.Event | None = None
+    timer_at: float | None = None
+    while True:
+        obs = backend.poll()
+        rollout.observe(env.now, obs.changed, obs.deleted)
+        step = rollout.step(env.now)
+        etag = execute(rollout, backend, step.actions, lambda: env.now, etag)
+        if rollout.finished:
+            return
+        wake = [backend.changed]
+        if step.wake_at is not None:
+            if timer is None or timer.processed or timer_at != step.wake_at:
+                timer = env.timeout(max(0.0, step.wake_at - env.now))
+                timer_at = step.wake_at
+            wake.append(timer)
+        yield env.any_of(wake)
+
+
+def run_once(scenario: Scenario, strategy: str, seed: int, *, record: bool = False) -> RunResult:
+    """One simulated rollout. ``record`` keeps the timeline, events and request log."""
+    env, scale_set = build(scenario, seed, record)
+    _, instances = scale_set.read()
+    down = [0, 0]  # now, most
+
+    def count_down(event: Event) -> None:
+        if event.phase not in ("rolling", "rolling_back", "draining"):
+            return
+        if event.kind is EventKind.WAVE_STARTED:
+            down[0] += len(event.instances)
+            down[1] = max(down[1], down[0])
+        elif event.kind in _RESOLVED:
+            down[0] -= 1
+
+    rollout = Rollout(
+        CURRENT_MODEL,
+        TARGET_MODEL,
+        instances,
+        make(strategy),
+        scenario.engine,
+        listener=count_down,
+        keep_events=record,
+    )
+    env.process(drive(env, rollout, scale_set))
+    env.run()
+    assert scale_set.monitor is not None
+    monitor = scale_set.monitor
+    monitor.close(env.now)
+    outcome = rollout.outcome()
+    return RunResult(
+        strategy=strategy,
+        seed=seed,
+        duration_s=outcome.finished_at - outcome.started_at,
+        min_serving=monitor.min_serving,
+        outage_s=monitor.outage_s,
+        degraded_s=monitor.degraded_s,
+        capacity_loss_instance_s=monitor.capacity_loss,
+        upgraded=outcome.upgraded,
+        failed=outcome.failed + outcome.unhealthy,
+        unhealthy=outcome.unhealthy,
+        halted=outcome.halted,
+        reason=outcome.reason,
+        rolled_back=outcome.rolled_back,
+        scope=outcome.scope,
+        max_down=down[1],
+        timeline=monitor.timeline,
+        events=rollout.events,
+        final={
+            i: (inst.model == TARGET_MODEL, inst.serving) for i, inst in scale_set.instances.items()
+        }
+        if record
+        else {},
+        requests=scale_set.requests if record else [],
+    )
+
+
+_RESOLVED = (
+    EventKind.INSTANCE_HEALTHY,
+    EventKind.INSTANCE_UNHEALTHY,
+    EventKind.INSTANCE_FAILED,
+    EventKind.INSTANCE_GONE,
+)
+
+
+def run_many(
+    scenario: Scenario, strategy: str, runs: int | None = None, seed: int | None = None
+) -> list[RunResult]:
+    """``runs`` independent runs from seeds derived from ``seed`` (scenario's by default)."""
+    n = scenario.runs if runs is None else runs
+    base = scenario.seed if seed is None else seed
+    return [run_once(scenario, strategy, derive_seed(base, i)) for i in range(n)]
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not sorted_values:
+        return 0.0
+    rank = p / 100 * (len(sorted_values) - 1)
+    lo = int(rank)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (rank - lo)
+
+
+def stats(values: Iterable[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    if not ordered:
+        return {"mean": 0.0, "p50": 0.0, "p95": 0.0, "min": 0.0, "max": 0.0}
+    return {
+        "mean": sum(ordered) / len(ordered),
+        "p50": percentile(ordered, 50),
+        "p95": percentile(ordered, 95),
+        "min": float(ordered[0]),
+        "max": float(ordered[-1]),
+    }
+
+
+def summarize(strategy: str, seed: int, results: Sequence[RunResult]) -> dict[str, Any]:
+    """The JSON contract: strategy, runs, seed, halted_runs and a stats object per metric."""
+    out: dict[str, Any] = {
+        "strategy": strategy,
+        "runs": len(results),
+        "seed": seed,
+        "halted_runs": sum(r.halted for r in results),
+    }
+    for metric in METRICS:
+        out[metric] = stats(getattr(r, metric) for r in results)
+    reasons = sorted({r.reason.split(":")[0] for r in results if r.halted})
+    out["halt_reasons"] = reasons
+    out["max_down"] = max((r.max_down for r in results), default=0)
+    return out

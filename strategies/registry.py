@@ -1,0 +1,118 @@
+"""Strategy discovery (entry-point group ``vmss_rollout.strategies``) and spec
+parsing (``NAME[:key=value[,key=value...]]``).
+
+Built-ins register through the same entry-point group as third-party plugins.
+Set ``VMSS_ROLLOUT_DISABLE_PLUGIN_AUTOLOAD=1`` to load only the strategies that
+vmss-rollout itself ships (the test suite does, like pytest's
+``PYTEST_DISABLE_PLUGIN_AUTOLOAD``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from ..engine.errors import StrategyLoadError
+from .base import Strategy
+
+GROUP = "vmss_rollout.strategies"
+DISABLE_ENV = "VMSS_ROLLOUT_DISABLE_PLUGIN_AUTOLOAD"
+OWN_DISTRIBUTION = "vmss-rollout"
+
+
+def _is_own(ep: EntryPoint) -> bool:
+    dist = ep.dist
+    name = dist.metadata["Name"] if dist is not None else ""
+    return str(name).replace("_", "-").lower() == OWN_DISTRIBUTION
+
+
+@cache
+def _entry_points(autoload: bool) -> dict[str, EntryPoint]:
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=GROUP):
+        if not autoload and not _is_own(ep):
+            continue
+        # our own registration wins a name clash, so a plugin cannot shadow a built-in
+        if ep.name in found and _is_own(found[ep.name]):
+            continue
+        found[ep.name] = ep
+    return found
+
+
+def available() -> dict[str, EntryPoint]:
+    """Installed strategies by name."""
+    return dict(sorted(_entry_points(not os.environ.get(DISABLE_ENV)).items()))
+
+
+def load(name: str) -> Any:
+    """The strategy class registered as ``name``."""
+    eps = available()
+    ep = eps.get(name)
+    if ep is None:
+        raise StrategyLoadError(
+            f"unknown strategy {name!r} (installed: {', '.join(eps) or 'none'})"
+        )
+    where = f"entry point {ep.name} = {ep.value}"
+    if ep.dist is not None:
+        where += f" in package {ep.dist.metadata['Name']}"
+    try:
+        cls = ep.load()
+    except Exception as exc:  # a broken plugin must not take the CLI down with a traceback
+        raise StrategyLoadError(f"strategy {name!r} failed to load ({where}): {exc}") from None
+    if not hasattr(cls, "from_params") or not callable(cls.from_params):
+        raise StrategyLoadError(
+            f"strategy {name!r} ({where}) has no from_params(params) classmethod"
+        )
+    return cls
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """Split ``NAME:key=value,key=value`` into the name and raw parameters."""
+    name, _, rest = spec.strip().partition(":")
+    name = name.strip()
+    if not name:
+        raise StrategyLoadError(f"strategy spec {spec!r}: missing strategy name")
+    params: dict[str, str] = {}
+    for part in (p.strip() for p in rest.split(",")) if rest.strip() else ():
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise StrategyLoadError(f"strategy spec {spec!r}: expected key=value, got {part!r}")
+        if key.strip() in params:
+            raise StrategyLoadError(f"strategy spec {spec!r}: {key.strip()!r} given twice")
+        params[key.strip()] = value.strip()
+    return name, params
+
+
+def make(spec: str) -> Strategy:
+    """Build a configured strategy from a spec such as ``batch:size=5``."""
+    name, params = parse_spec(spec)
+    cls = load(name)
+    strategy = cls.from_params(params)
+    if not isinstance(strategy, Strategy):
+        raise StrategyLoadError(f"strategy {name!r} does not implement the Strategy protocol")
+    return strategy
+
+
+def describe() -> list[dict[str, Any]]:
+    """Every installed strategy with its summary, guarantee and parameters."""
+    out = []
+    for name in available():
+        cls = load(name)
+        default = cls.from_params({})
+        params: list[tuple[str, str, str]] = cls.parameters() if hasattr(cls, "parameters") else []
+        out.append(
+            {
+                "name": name,
+                "summary": getattr(cls, "summary", ""),
+                "guarantee": default.guarantee(),
+                "parameters": [{"name": n, "default": d, "help": h} for n, d, h in params],
+            }
+        )
+    return out
+
+
+def builtin_names() -> Mapping[str, EntryPoint]:
+    return {n: ep for n, ep in available().items() if _is_own(ep)}
