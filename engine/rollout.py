@@ -244,6 +244,8 @@ class Rollout:
         self._not_before = -math.inf
         self._stops = self._checkpoint_counts(self.view.scope_size)
         self._pending_actions: list[Action] = []
+        #: the most in-scope instances in flight (upgrading or awaiting health) at once
+        self.max_in_flight = 0
 
     # ------------------------------------------------------------------ setup
     def _new_view(self, infos: Sequence[InstanceInfo]) -> PhaseView:
@@ -299,6 +301,8 @@ class Rollout:
         wave: int | None = None,
         detail: str = "",
     ) -> None:
+        if not self._keep and self._listener is None:
+            return  # nobody listens: a large Monte Carlo run skips building events
         event = Event(now, kind, self.phase.value, tuple(instances), wave, detail)
         if self._keep:
             self.events.append(event)
@@ -547,6 +551,7 @@ class Rollout:
             self._wave_of[iid] = self._wave_no
             self._bad.discard(iid)
             self._declared_bad.discard(iid)
+        self.max_in_flight = max(self.max_in_flight, len(view.in_flight))
         self._emit(
             now,
             EventKind.WAVE_STARTED,

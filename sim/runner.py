@@ -9,6 +9,7 @@ runs can be farmed out to process pools or clusters unchanged.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -98,10 +99,17 @@ def build(
 def drive(
     env: simpy.Environment, rollout: Rollout, backend: SimScaleSet
 ) -> Generator[Any, Any, None]:
-    """The SimPy driver: observe, step, execute, wait for a change or a deadline."""
+    """The SimPy driver: observe, step, execute, then sleep until the scale set
+    changes or the engine's deadline passes (both wake the one ``changed`` event)."""
     etag = backend.read()[0].etag
-    timer: simpy.Event | None = None
-    timer_at: float | None = None
+    next_timer = math.inf  # the earliest deadline a pending timer will wake us for
+
+    def timer_fired(event: simpy.Event) -> None:
+        nonlocal next_timer
+        if event.value == next_timer:
+            next_timer = math.inf
+        backend.notify()
+
     while True:
         obs = backend.poll()
         rollout.observe(env.now, obs.changed, obs.deleted)
@@ -109,37 +117,25 @@ def drive(
         etag = execute(rollout, backend, step.actions, lambda: env.now, etag)
         if rollout.finished:
             return
-        wake = [backend.changed]
-        if step.wake_at is not None:
-            if timer is None or timer.processed or timer_at != step.wake_at:
-                timer = env.timeout(max(0.0, step.wake_at - env.now))
-                timer_at = step.wake_at
-            wake.append(timer)
-        yield env.any_of(wake)
+        if step.wake_at is not None and step.wake_at < next_timer:
+            # an earlier pending timer would wake us too soon, which is harmless;
+            # a later one would wake us too late, so add this one
+            next_timer = step.wake_at
+            timer = env.timeout(max(0.0, step.wake_at - env.now), value=step.wake_at)
+            timer.callbacks.append(timer_fired)
+        yield backend.changed
 
 
 def run_once(scenario: Scenario, strategy: str, seed: int, *, record: bool = False) -> RunResult:
     """One simulated rollout. ``record`` keeps the timeline, events and request log."""
     env, scale_set = build(scenario, seed, record)
     _, instances = scale_set.read()
-    down = [0, 0]  # now, most
-
-    def count_down(event: Event) -> None:
-        if event.phase not in ("rolling", "rolling_back", "draining"):
-            return
-        if event.kind is EventKind.WAVE_STARTED:
-            down[0] += len(event.instances)
-            down[1] = max(down[1], down[0])
-        elif event.kind in _RESOLVED:
-            down[0] -= 1
-
     rollout = Rollout(
         CURRENT_MODEL,
         TARGET_MODEL,
         instances,
         make(strategy),
         scenario.engine,
-        listener=count_down,
         keep_events=record,
     )
     env.process(drive(env, rollout, scale_set))
@@ -163,7 +159,7 @@ def run_once(scenario: Scenario, strategy: str, seed: int, *, record: bool = Fal
         reason=outcome.reason,
         rolled_back=outcome.rolled_back,
         scope=outcome.scope,
-        max_down=down[1],
+        max_down=rollout.max_in_flight,
         timeline=monitor.timeline,
         events=rollout.events,
         final={
@@ -173,14 +169,6 @@ def run_once(scenario: Scenario, strategy: str, seed: int, *, record: bool = Fal
         else {},
         requests=scale_set.requests if record else [],
     )
-
-
-_RESOLVED = (
-    EventKind.INSTANCE_HEALTHY,
-    EventKind.INSTANCE_UNHEALTHY,
-    EventKind.INSTANCE_FAILED,
-    EventKind.INSTANCE_GONE,
-)
 
 
 def run_many(

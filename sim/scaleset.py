@@ -39,6 +39,7 @@ TARGET_MODEL = ModelVersion(ImageReference("Canonical", "ubuntu-24_04-lts", "ser
 
 #: one timeline row: (time, serving, upgrading, unhealthy, on the new model)
 TimelineRow = tuple[float, int, int, int, int]
+_NONE = (0, 0, 0, 0)
 
 
 def placement(
@@ -143,6 +144,7 @@ class SimScaleSet:
         self.etag = 1
         self.monitor = monitor
         self.instances: dict[str, Instance] = {}
+        self._cats: dict[str, tuple[int, int, int, int]] = {}
         self._op: dict[str, int] = {}  # operation generation: a newer operation supersedes
         self._created = 0
         self._changed: dict[str, Instance] = {}
@@ -161,9 +163,7 @@ class SimScaleSet:
         s, u, h, n = self.counts
         return (self.env.now, s, u, h, n)
 
-    def _category(self, inst: Instance | None) -> tuple[int, int, int, int]:
-        if inst is None:
-            return (0, 0, 0, 0)
+    def _category(self, inst: Instance) -> tuple[int, int, int, int]:
         upgrading = inst.provisioning in (
             ProvisioningState.UPDATING,
             ProvisioningState.CREATING,
@@ -176,14 +176,18 @@ class SimScaleSet:
             int(inst.model == self.new_model),
         )
 
-    def _set(self, iid: str, inst: Instance | None) -> None:
-        before = self._category(self.instances.get(iid))
-        after = self._category(inst)
+    def _set(self, iid: str, inst: Instance | None, wake: bool = True) -> None:
+        """Record a state change; ``wake=False`` queues it for the next poll
+        without waking the driver (nothing the engine acts on)."""
+        before = self._cats.get(iid, _NONE)
         if inst is None:
+            after = _NONE
             del self.instances[iid]
+            del self._cats[iid]
             self._changed.pop(iid, None)
             self._deleted.append(iid)
         else:
+            after = self._cats[iid] = self._category(inst)
             self.instances[iid] = inst
             self._changed[iid] = inst
         if before != after:
@@ -191,6 +195,11 @@ class SimScaleSet:
                 self.counts[k] += after[k] - before[k]
             if self.monitor is not None:
                 self.monitor.change(self.row())
+        if wake:
+            self.notify()
+
+    def notify(self) -> None:
+        """Wake whoever waits on :attr:`changed` (the driver)."""
         if not self.changed.triggered:
             self.changed.succeed()
 
@@ -275,8 +284,11 @@ class SimScaleSet:
     def _upgrade(self, iid: str, model: ModelVersion) -> Callable[[int], Generator[Any, Any, None]]:
         def run(op: int) -> Generator[Any, Any, None]:
             inst = self.instances[iid]
+            # the engine does not act on "Updating": queue it without a wake-up
             self._set(
-                iid, inst.evolve(provisioning=ProvisioningState.UPDATING, health=Health.UNKNOWN)
+                iid,
+                inst.evolve(provisioning=ProvisioningState.UPDATING, health=Health.UNKNOWN),
+                wake=False,
             )
             yield from self._provision(iid, model)(op)
 

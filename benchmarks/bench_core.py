@@ -1,0 +1,83 @@
+"""Simulator cost against a bare SimPy loop with the same number of events.
+
+    python benchmarks/bench_core.py                 # 100, 1 000 and 10 000 instances
+    python benchmarks/bench_core.py --sizes 100,1000 --repeat 1
+
+For each size and strategy it simulates one rollout, counts the SimPy events
+it scheduled, then times a bare SimPy process that schedules the same number
+of timeouts, and prints the ratio. Both are measured in the same run, so the
+ratio is comparable across machines; absolute times are not. The cost per
+instance column shows whether the rollout is linear in the number of instances.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from collections.abc import Generator
+from typing import Any
+
+import simpy
+
+from vmss_rollout.engine.rollout import Rollout
+from vmss_rollout.sim.runner import build, drive
+from vmss_rollout.sim.scaleset import CURRENT_MODEL, TARGET_MODEL
+from vmss_rollout.sim.scenario import default_scenario
+from vmss_rollout.strategies.registry import make
+
+
+def simulate(instances: int, spec: str) -> tuple[float, int]:
+    """Wall seconds and SimPy events for one rollout of ``instances``."""
+    scenario = dataclasses.replace(default_scenario(), instances=instances)
+    start = time.perf_counter()
+    env, scale_set = build(scenario, seed=1)
+    _, fleet = scale_set.read()
+    rollout = Rollout(
+        CURRENT_MODEL, TARGET_MODEL, fleet, make(spec), scenario.engine, keep_events=False
+    )
+    env.process(drive(env, rollout, scale_set))
+    env.run()
+    elapsed = time.perf_counter() - start
+    assert rollout.outcome().upgraded == instances, rollout.outcome()
+    return elapsed, next(env._eid)  # SimPy's event id counter: events scheduled so far
+
+
+def bare(events: int) -> float:
+    """Wall seconds for a bare SimPy loop that schedules ``events`` timeouts."""
+
+    def loop(env: simpy.Environment) -> Generator[Any, Any, None]:
+        for _ in range(events):
+            yield env.timeout(1)
+
+    start = time.perf_counter()
+    env = simpy.Environment()
+    env.process(loop(env))
+    env.run()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100,1000,10000")
+    parser.add_argument("--strategies", default="one-at-a-time,window")
+    parser.add_argument("--repeat", type=int, default=3, help="best of N")
+    args = parser.parse_args()
+    print(
+        f"{'strategy':<16}{'instances':>10}{'wall s':>10}{'events':>10}"
+        f"{'bare s':>10}{'ratio':>8}{'us/inst':>10}"
+    )
+    for spec in args.strategies.split(","):
+        for n in (int(s) for s in args.sizes.split(",")):
+            runs = [simulate(n, spec) for _ in range(args.repeat)]
+            wall = min(r[0] for r in runs)
+            events = runs[0][1]
+            base = min(bare(events) for _ in range(args.repeat))
+            print(
+                f"{spec:<16}{n:>10}{wall:>10.3f}{events:>10}{base:>10.3f}"
+                f"{wall / base:>8.2f}{wall / n * 1e6:>10.1f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
