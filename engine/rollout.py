@@ -43,7 +43,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -449,7 +449,9 @@ class Rollout:
             else:
                 self.phase = Phase.ROLLING
         if self.phase in (Phase.ROLLING, Phase.ROLLING_BACK):
-            actions.extend(self._advance(now))
+            started = self._advance(now)
+            if started is not None:
+                actions.append(started)
         if self.phase is Phase.DRAINING and not self.view.in_flight:
             touched = self._touched()
             if self.options.on_failure == "rollback" and touched:
@@ -497,18 +499,19 @@ class Rollout:
                     f"not healthy {self.options.health_timeout:g}s after its upgrade",
                 )
 
-    def _advance(self, now: float) -> Iterator[Action]:
+    def _advance(self, now: float) -> Action | None:
+        """Start the next wave if one is due; the action that starts it."""
         view = self.view
         if not view.pending and not view.in_flight:
             self._finish(now)
-            return
+            return None
         if now < self._not_before:
-            return
+            return None
         rolling = self.phase is Phase.ROLLING
         stop = self._stops[0] if rolling and self._stops else None
         if stop is not None and view.started >= stop:
             if view.in_flight:
-                return
+                return None
             self._stops.popleft()
             self._emit(
                 now,
@@ -518,10 +521,10 @@ class Rollout:
             )
             self._not_before = now + self.options.bake
             if self.options.bake > 0:
-                return
+                return None
             stop = self._stops[0] if self._stops else None
         if not view.pending:
-            return
+            return None
         wave = [i for i in self.strategy.next_wave(view) if i in view.pending]
         wave = list(dict.fromkeys(wave))
         if stop is not None:
@@ -533,7 +536,7 @@ class Rollout:
                     f"strategy {self.strategy.spec()} chose no instance while "
                     f"{len(view.pending)} were pending and none in flight",
                 )
-            return
+            return None
         if rolling:
             bad = len(self._bad)
             fleet = len(self.fleet)
@@ -543,7 +546,7 @@ class Rollout:
                     f"max-unhealthy: {bad} of {fleet} instances unhealthy "
                     f"({100 * bad / fleet:.0f}% > {self.options.max_unhealthy:g}%)",
                 )
-                return
+                return None
         self._wave_no += 1
         self._wave_left[self._wave_no] = len(wave)
         for iid in wave:
@@ -561,11 +564,11 @@ class Rollout:
         )
         if self._replace:
             self._surge_waiting.extend(wave)
-            yield AddInstances(len(wave))
+            return AddInstances(len(wave))
         else:
             for iid in wave:
                 self._watch[iid] = iid
-            yield StartUpgrade(tuple(wave))
+            return StartUpgrade(tuple(wave))
 
     def _halt(self, now: float, reason: str) -> None:
         if self.phase is Phase.ROLLING_BACK:

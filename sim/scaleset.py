@@ -84,8 +84,9 @@ class Monitor:
         self.serving = serving
         self.min_serving = min(self.min_serving, serving)
         if self.record:
-            if self.timeline and self.timeline[-1][0] == now:
-                self.timeline[-1] = row  # several changes at one instant: keep the last
+            if len(self.timeline) > 1 and self.timeline[-1][0] == now:
+                # several changes at one instant: keep the last (but always the start row)
+                self.timeline[-1] = row
             else:
                 self.timeline.append(row)
 
@@ -142,7 +143,7 @@ class SimScaleSet:
         self.new_model = new_model
         self.upgrade_mode = upgrade_mode
         self.etag = 1
-        self.monitor = monitor
+        self.monitor: Monitor | None = None  # attached once the initial fleet exists
         self.instances: dict[str, Instance] = {}
         self._cats: dict[str, tuple[int, int, int, int]] = {}
         self._op: dict[str, int] = {}  # operation generation: a newer operation supersedes
@@ -156,6 +157,7 @@ class SimScaleSet:
         for _ in range(instances):
             self._add(Instance("", 0, 0, model=model))
         if monitor is not None:
+            self.monitor = monitor
             monitor.start(env.now, self.row())
 
     # ----------------------------------------------------------- bookkeeping

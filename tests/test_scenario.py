@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from vmss_rollout.engine.errors import InputError
 from vmss_rollout.engine.options import Amount, EngineOptions, Scope
 from vmss_rollout.sim.distributions import (
