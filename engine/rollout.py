@@ -244,7 +244,9 @@ class Rollout:
         self._not_before = -math.inf
         self._stops = self._checkpoint_counts(self.view.scope_size)
         self._pending_actions: list[Action] = []
-        #: the most in-scope instances in flight (upgrading or awaiting health) at once
+        #: in-place upgrades in flight: down until resolved (surge waves keep serving)
+        self._in_place: set[str] = set()
+        #: the most in-scope instances down at once (in-place upgrades in flight)
         self.max_in_flight = 0
 
     # ------------------------------------------------------------------ setup
@@ -384,6 +386,7 @@ class Rollout:
         if owner not in self.view.in_flight:
             return
         self.view.resolve(owner, how)
+        self._in_place.discard(owner)
         self._awaiting.pop(owner, None)
         watched = self._surge_new.pop(owner, owner)
         self._watch.pop(watched, None)
@@ -453,21 +456,24 @@ class Rollout:
             if started is not None:
                 actions.append(started)
         if self.phase is Phase.DRAINING and not self.view.in_flight:
-            touched = self._touched()
-            if self.options.on_failure == "rollback" and touched:
+            back, delete = self._rollback_plan()
+            if self.options.on_failure == "rollback" and (back or delete):
                 self.phase = Phase.ROLLBACK_MODEL
                 self._emit(
                     now,
                     EventKind.ROLLBACK_STARTED,
-                    touched,
+                    back + delete,
                     detail=f"model back to {self.previous}",
                 )
                 self.rolled_back = True
-                infos = [self._info(i) for i in touched]
-                self.view = self._new_view(infos)
-                self._replace = False
+                # the same strategy undoes the change: in place, or by surge for
+                # surge strategies (so a rollback does not cost capacity either)
+                self.view = self._new_view([self._info(i) for i in back])
                 self._not_before = -math.inf
                 actions.append(UpdateModel(self.previous))
+                if delete:
+                    self._emit(now, EventKind.INSTANCE_DELETE_REQUESTED, delete)
+                    actions.append(DeleteInstances(tuple(delete)))
             else:
                 self._finish(now)
         wake = [d for d, owner in self._deadlines[:1]]
@@ -475,14 +481,23 @@ class Rollout:
             wake.append(self._not_before)
         return Step(tuple(actions), min(wake) if wake else None)
 
-    def _touched(self) -> list[str]:
-        """Instances the rollout changed (for a rollback): in-place ones, or the
-        replacements surge created in their stead."""
-        out = []
+    def _rollback_plan(self) -> tuple[list[str], list[str]]:
+        """What a rollback must undo: (instances to bring back to the previous
+        model, surge replacements to delete outright because the instance they
+        were to replace still serves on the previous model)."""
+        back: list[str] = []
+        delete: list[str] = []
         for owner, how in self.rollout_view.resolved.items():
-            if how is not Resolution.GONE:
-                out.append(self._created.get(owner, owner))
-        return [i for i in out if i in self.fleet]
+            created = self._created.get(owner)
+            if how is Resolution.GONE:
+                continue
+            if created is None:
+                back.append(owner)
+            elif how is Resolution.DONE:
+                back.append(created)  # the old one is gone: surge back to the previous model
+            else:
+                delete.append(created)
+        return [i for i in back if i in self.fleet], [i for i in delete if i in self.fleet]
 
     def _info(self, iid: str) -> InstanceInfo:
         inst = self.fleet[iid]
@@ -554,7 +569,9 @@ class Rollout:
             self._wave_of[iid] = self._wave_no
             self._bad.discard(iid)
             self._declared_bad.discard(iid)
-        self.max_in_flight = max(self.max_in_flight, len(view.in_flight))
+        if not self._replace:
+            self._in_place.update(wave)
+            self.max_in_flight = max(self.max_in_flight, len(self._in_place))
         self._emit(
             now,
             EventKind.WAVE_STARTED,

@@ -285,6 +285,8 @@ class SimScaleSet:
 
     def _upgrade(self, iid: str, model: ModelVersion) -> Callable[[int], Generator[Any, Any, None]]:
         def run(op: int) -> Generator[Any, Any, None]:
+            if self._op.get(iid) != op:
+                return  # deleted (or superseded) before the process first ran
             inst = self.instances[iid]
             # the engine does not act on "Updating": queue it without a wake-up
             self._set(

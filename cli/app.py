@@ -1,0 +1,583 @@
+"""The ``vmss-rollout`` command line.
+
+Commands stay thin: parse the flags, call the library, get plain data back,
+render it (``output.py``). Errors are handled once, in :class:`_Group`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from .. import __version__
+from ..engine.errors import BackendError, InputError
+from ..engine.options import Amount, parse_duration
+from ..sim.runner import derive_seed, run_many, run_once, summarize
+from ..sim.scenario import Scenario, load_scenario
+from ..strategies import registry
+from . import output
+from .options import (
+    DEBUG_KEY,
+    BadImage,
+    Bake,
+    Canary,
+    Checkpoints,
+    Debug,
+    Demand,
+    FailureRate,
+    FaultDomains,
+    HealthDelay,
+    HealthTimeout,
+    Instances,
+    Json,
+    MaxUnhealthy,
+    MaxUnhealthyUpgraded,
+    OnFailure,
+    OnlyFaultDomains,
+    OnlyInstances,
+    OnlyUpdateDomains,
+    OnlyZones,
+    Pause,
+    Runs,
+    ScenarioPath,
+    Seed,
+    UnhealthyRate,
+    UpdateDomains,
+    UpgradeTime,
+    Zones,
+    apply_engine_flags,
+    apply_scenario_overrides,
+)
+
+EXIT_OK = 0
+EXIT_VIOLATION = 1
+EXIT_INPUT = 2
+EXIT_BACKEND = 3
+EXIT_INTERRUPTED = 130
+
+DEFAULT_STRATEGY = "one-at-a-time"
+COMPARE_DEFAULTS = ("one-at-a-time", "update-domain", "batch", "window", "all-at-once")
+VERIFY_EXTRA_MESSAGE = "verify needs hypothesis: pip install 'vmss-rollout[verify]'"
+
+EPILOG = (
+    "Exit codes: 0 success; 1 verify found a violation; 2 invalid input (bad flag, "
+    "scenario or strategy spec); 3 the scale set (backend) failed; 130 interrupted."
+)
+
+
+class _Group(TyperGroup):
+    """Turns the library's errors into one line on stderr and an exit code."""
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]  # a click.Context subclass
+        try:
+            return super().invoke(ctx)
+        except InputError as exc:
+            _fail(ctx, exc, EXIT_INPUT)
+        except BackendError as exc:
+            _fail(ctx, exc, EXIT_BACKEND)
+        except KeyboardInterrupt:
+            output.stderr_console().print("interrupted", style="yellow")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _fail(ctx: typer.Context, exc: Exception, code: int) -> None:
+    if ctx.meta.get(DEBUG_KEY):
+        traceback.print_exception(exc, file=sys.stderr)
+    output.print_error(output.stderr_console(), str(exc))
+    raise typer.Exit(code) from None
+
+
+app = typer.Typer(
+    name="vmss-rollout",
+    cls=_Group,
+    epilog=EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        print(f"vmss-rollout {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version",
+            help="Show the version and exit.",
+            callback=_version_callback,
+            is_eager=True,
+        ),
+    ] = None,
+    debug: Debug = False,
+) -> None:
+    """Simulate, compare and verify zero-downtime OS-image and VM-size rollout strategies
+    for Azure Virtual Machine Scale Sets.
+
+    Start with `vmss-rollout compare`: every common strategy on the built-in
+    20-instance scale set, 200 Monte Carlo runs each.
+    """
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _scenario(
+    path: str | None,
+    *,
+    overrides: dict[str, object],
+    engine: dict[str, str | None],
+) -> Scenario:
+    scenario = load_scenario(path)
+    scenario = apply_scenario_overrides(scenario, overrides)
+    return apply_engine_flags(scenario, engine)
+
+
+def _scenario_info(scenario: Scenario) -> dict[str, Any]:
+    return {
+        "name": scenario.name,
+        "instances": scenario.instances,
+        "zones": list(scenario.zones),
+        "update_domains": scenario.update_domains,
+        "fault_domains": scenario.fault_domains,
+        "upgrade": str(scenario.upgrade),
+        "required": str(scenario.required),
+        "required_count": scenario.required_serving(),
+    }
+
+
+@contextlib.contextmanager
+def _progress(message: str) -> Iterator[None]:
+    """A spinner on stderr, only when stderr is a terminal."""
+    err = output.stderr_console()
+    if not err.is_terminal:
+        yield
+        return
+    with err.status(message):
+        yield
+
+
+# The overrides and engine options are listed in each command's signature (typer
+# needs them there); these two builders keep the mapping to library names in one place.
+
+
+def _overrides(
+    *,
+    runs: int | None,
+    seed: int | None,
+    instances: int | None,
+    update_domains: int | None,
+    fault_domains: int | None,
+    zones: str | None,
+    upgrade_time: str | None,
+    health_delay: str | None,
+    failure_rate: float | None,
+    unhealthy_rate: float | None,
+    bad_image: bool | None,
+    demand: str | None,
+) -> dict[str, object]:
+    return {
+        "runs": runs,
+        "seed": seed,
+        "instances": instances,
+        "update_domains": update_domains,
+        "fault_domains": fault_domains,
+        "zones": zones,
+        "upgrade": upgrade_time,
+        "health_delay": health_delay,
+        "upgrade_failure": failure_rate,
+        "unhealthy_after_upgrade": unhealthy_rate,
+        "bad_image": bad_image,
+        "required": demand,
+    }
+
+
+def engine_values(
+    *,
+    only_instances: str | None,
+    only_update_domains: str | None,
+    only_fault_domains: str | None,
+    only_zones: str | None,
+    max_unhealthy: str | None,
+    max_unhealthy_upgraded: str | None,
+    pause: str | None,
+    health_timeout: str | None,
+    canary: str | None,
+    bake: str | None,
+    checkpoints: str | None,
+    on_failure: str | None,
+) -> dict[str, str | None]:
+    """Engine-option flag values keyed by option name (for ``parse_engine_flags``)."""
+    return {
+        "only_instances": only_instances,
+        "only_update_domains": only_update_domains,
+        "only_fault_domains": only_fault_domains,
+        "only_zones": only_zones,
+        "max_unhealthy": max_unhealthy,
+        "max_unhealthy_upgraded": max_unhealthy_upgraded,
+        "pause": pause,
+        "health_timeout": health_timeout,
+        "canary": canary,
+        "bake": bake,
+        "checkpoints": checkpoints,
+        "on_failure": on_failure,
+    }
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+@app.command()
+def strategies(json: Json = False, debug: Debug = False) -> None:
+    """List the installed rollout strategies, their parameters and guarantees.
+
+    A strategy is chosen with `--strategy NAME[:key=value,...]`, e.g.
+    `--strategy batch:size=5` or `--strategy window:max-unavailable=10%`.
+    Third-party strategies installed as plugins are listed too.
+    """
+    described = registry.describe()
+    if json:
+        output.print_json(described)
+    else:
+        output.stdout_console().print(output.strategies_table(described))
+
+
+# --------------------------------------------------------------------------- simulate
+
+
+@app.command()
+def simulate(
+    scenario_path: ScenarioPath = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            "--strategy",
+            "-s",
+            metavar="SPEC",
+            help="Strategy as NAME[:key=value,...] (see `vmss-rollout strategies`). "
+            "Default: the scenario's `strategy`, else one-at-a-time.",
+            show_default=False,
+        ),
+    ] = None,
+    runs: Runs = None,
+    seed: Seed = None,
+    json: Json = False,
+    timeline: Annotated[
+        Path | None,
+        typer.Option(
+            "--timeline",
+            metavar="FILE.csv",
+            help="Also write the timeline of one recorded run (the study's first seed) as CSV: "
+            "time_s,serving,upgrading,unhealthy,on_new_model.",
+            show_default=False,
+            dir_okay=False,
+        ),
+    ] = None,
+    instances: Instances = None,
+    update_domains: UpdateDomains = None,
+    fault_domains: FaultDomains = None,
+    zones: Zones = None,
+    upgrade_time: UpgradeTime = None,
+    health_delay: HealthDelay = None,
+    failure_rate: FailureRate = None,
+    unhealthy_rate: UnhealthyRate = None,
+    bad_image: BadImage = None,
+    demand: Demand = None,
+    only_instances: OnlyInstances = None,
+    only_update_domains: OnlyUpdateDomains = None,
+    only_fault_domains: OnlyFaultDomains = None,
+    only_zones: OnlyZones = None,
+    max_unhealthy: MaxUnhealthy = None,
+    max_unhealthy_upgraded: MaxUnhealthyUpgraded = None,
+    pause: Pause = None,
+    health_timeout: HealthTimeout = None,
+    canary: Canary = None,
+    bake: Bake = None,
+    checkpoints: Checkpoints = None,
+    on_failure: OnFailure = None,
+    debug: Debug = False,
+) -> None:
+    """Simulate one strategy many times on a scenario and summarise the outcome.
+
+    Prints duration, minimum serving instances, outage (nothing serving),
+    degraded time (below demand) and capacity loss as mean, p50, p95, min and
+    max over the runs, plus halted runs and the strategy's guarantee.
+    """
+    scenario = _scenario(
+        scenario_path,
+        overrides=_overrides(
+            runs=runs,
+            seed=seed,
+            instances=instances,
+            update_domains=update_domains,
+            fault_domains=fault_domains,
+            zones=zones,
+            upgrade_time=upgrade_time,
+            health_delay=health_delay,
+            failure_rate=failure_rate,
+            unhealthy_rate=unhealthy_rate,
+            bad_image=bad_image,
+            demand=demand,
+        ),
+        engine=engine_values(
+            only_instances=only_instances,
+            only_update_domains=only_update_domains,
+            only_fault_domains=only_fault_domains,
+            only_zones=only_zones,
+            max_unhealthy=max_unhealthy,
+            max_unhealthy_upgraded=max_unhealthy_upgraded,
+            pause=pause,
+            health_timeout=health_timeout,
+            canary=canary,
+            bake=bake,
+            checkpoints=checkpoints,
+            on_failure=on_failure,
+        ),
+    )
+    spec = (strategy or scenario.strategy or DEFAULT_STRATEGY).strip()
+    guarantee = registry.make(spec).guarantee()  # fail fast on a bad spec
+    with _progress(f"simulating {spec}: {scenario.runs} runs"):
+        results = run_many(scenario, spec, scenario.runs, scenario.seed)
+    summary = summarize(spec, scenario.seed, results)
+    if timeline is not None:
+        recorded = run_once(scenario, spec, derive_seed(scenario.seed, 0), record=True)
+        rows = output.write_timeline(timeline, recorded.timeline)
+        output.stderr_console().print(f"wrote {rows} timeline rows to {timeline}", soft_wrap=True)
+    if json:
+        output.print_json(summary)
+    else:
+        output.print_simulation(
+            output.stdout_console(),
+            summary,
+            guarantee=guarantee,
+            scenario=_scenario_info(scenario),
+        )
+
+
+# --------------------------------------------------------------------------- compare
+
+
+@app.command()
+def compare(
+    scenario_path: ScenarioPath = None,
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--strategy",
+            "-s",
+            metavar="SPEC",
+            help="A strategy to compare, as NAME[:key=value,...]; repeat the flag for each. "
+            f"Default: {', '.join(COMPARE_DEFAULTS)}.",
+            show_default=False,
+        ),
+    ] = None,
+    runs: Runs = None,
+    seed: Seed = None,
+    json: Json = False,
+    instances: Instances = None,
+    update_domains: UpdateDomains = None,
+    fault_domains: FaultDomains = None,
+    zones: Zones = None,
+    upgrade_time: UpgradeTime = None,
+    health_delay: HealthDelay = None,
+    failure_rate: FailureRate = None,
+    unhealthy_rate: UnhealthyRate = None,
+    bad_image: BadImage = None,
+    demand: Demand = None,
+    only_instances: OnlyInstances = None,
+    only_update_domains: OnlyUpdateDomains = None,
+    only_fault_domains: OnlyFaultDomains = None,
+    only_zones: OnlyZones = None,
+    max_unhealthy: MaxUnhealthy = None,
+    max_unhealthy_upgraded: MaxUnhealthyUpgraded = None,
+    pause: Pause = None,
+    health_timeout: HealthTimeout = None,
+    canary: Canary = None,
+    bake: Bake = None,
+    checkpoints: Checkpoints = None,
+    on_failure: OnFailure = None,
+    debug: Debug = False,
+) -> None:
+    """Compare strategies on the same scenario and seeds, one row per strategy.
+
+    With no arguments, compares one-at-a-time, update-domain, batch, window and
+    all-at-once on the built-in scenario. Every strategy sees the same random
+    draws (same seeds), so differences come from the strategy alone.
+    """
+    scenario = _scenario(
+        scenario_path,
+        overrides=_overrides(
+            runs=runs,
+            seed=seed,
+            instances=instances,
+            update_domains=update_domains,
+            fault_domains=fault_domains,
+            zones=zones,
+            upgrade_time=upgrade_time,
+            health_delay=health_delay,
+            failure_rate=failure_rate,
+            unhealthy_rate=unhealthy_rate,
+            bad_image=bad_image,
+            demand=demand,
+        ),
+        engine=engine_values(
+            only_instances=only_instances,
+            only_update_domains=only_update_domains,
+            only_fault_domains=only_fault_domains,
+            only_zones=only_zones,
+            max_unhealthy=max_unhealthy,
+            max_unhealthy_upgraded=max_unhealthy_upgraded,
+            pause=pause,
+            health_timeout=health_timeout,
+            canary=canary,
+            bake=bake,
+            checkpoints=checkpoints,
+            on_failure=on_failure,
+        ),
+    )
+    specs = [s.strip() for s in strategy] if strategy else list(COMPARE_DEFAULTS)
+    for spec in specs:
+        registry.make(spec)  # fail fast, before any simulation
+    summaries = []
+    for i, spec in enumerate(specs, 1):
+        with _progress(f"[{i}/{len(specs)}] simulating {spec}: {scenario.runs} runs"):
+            results = run_many(scenario, spec, scenario.runs, scenario.seed)
+        summaries.append(summarize(spec, scenario.seed, results))
+    if json:
+        output.print_json({"results": summaries})
+        return
+    info = _scenario_info(scenario)
+    console = output.stdout_console()
+    title = f"{scenario.runs} runs per strategy, seed {scenario.seed}"
+    console.print(output.compare_table(summaries, title))
+    console.print(output.scenario_line(info), soft_wrap=True)
+    console.print(
+        "durations: mean and p95 over runs; min serving: the fewest instances serving in "
+        f"any run; degraded: time below {info['required_count']} serving.",
+        soft_wrap=True,
+    )
+
+
+# --------------------------------------------------------------------------- verify
+
+
+@app.command()
+def verify(
+    strategy: Annotated[
+        str,
+        typer.Option(
+            "--strategy",
+            "-s",
+            metavar="SPEC",
+            help="Strategy to check, as NAME[:key=value,...].",
+            show_default=False,
+        ),
+    ],
+    min_serving: Annotated[
+        str | None,
+        typer.Option(
+            "--min-serving",
+            metavar="N|P%",
+            help="Property: at least this many instances (or % of the scale set) serve at "
+            "every moment of a rollout.",
+            show_default=False,
+        ),
+    ] = None,
+    max_outage: Annotated[
+        str | None,
+        typer.Option(
+            "--max-outage",
+            metavar="DURATION",
+            help="Property: nothing serving for at most this long in total (0 for never).",
+            show_default=False,
+        ),
+    ] = None,
+    examples: Annotated[
+        int,
+        typer.Option("--examples", "-k", help="Random scenarios to try (hypothesis examples)."),
+    ] = 100,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            help="Seed that picks the examples. Default: a fixed (derandomized) search that "
+            "gives the same answer every time.",
+            show_default=False,
+        ),
+    ] = None,
+    debug: Debug = False,
+) -> None:
+    """Search random scenarios (property-based testing) for one that breaks a property.
+
+    Every example is one simulated rollout on a random scale set, with and without
+    faults. Always checked: the strategy's guarantee (instances down at once) and
+    that the rollout completes (or, with faults, halts at a safety gate). Add a
+    serving SLO with --min-serving and/or --max-outage.
+
+    Prints "OK: N examples" and exits 0 when nothing breaks. Otherwise exits 1 and
+    prints on stdout the smallest scenario TOML that reproduces the violation (its
+    header comment names it): save it and run `vmss-rollout simulate FILE`.
+    Needs the optional dependency: pip install "vmss-rollout\\[verify]".
+    """
+    spec = strategy.strip()
+    registry.make(spec)  # a bad spec is an input error, not a violation
+    min_amount = (
+        None if min_serving is None else Amount.parse(min_serving, "--min-serving", allow_zero=True)
+    )
+    outage = None if max_outage is None else parse_duration(max_outage, "--max-outage")
+    if examples < 1:
+        raise InputError(f"--examples: expected a whole number >= 1, got {examples}")
+    try:
+        from ..sim.verify import verify as run_verify
+    except ImportError as exc:
+        if _is_hypothesis(exc):
+            raise InputError(VERIFY_EXTRA_MESSAGE) from None
+        raise InputError(f"verify is not available in this installation: {exc}") from None
+    try:
+        with _progress(f"verifying {spec}: up to {examples} examples"):
+            report = run_verify(
+                spec, min_serving=min_amount, max_outage=outage, examples=examples, seed=seed
+            )
+    except ImportError as exc:  # in case hypothesis is imported lazily
+        if _is_hypothesis(exc):
+            raise InputError(VERIFY_EXTRA_MESSAGE) from None
+        raise
+    message = " ".join(report.message.split())
+    if report.ok:
+        print(f"OK: {report.examples} examples")
+        output.stderr_console().print(message, soft_wrap=True, markup=False)
+        return
+    toml = report.counterexample_toml or ""
+    if message not in toml:  # the scenario's header comment usually names it already
+        print(f"# violation: {message}")
+    if toml:
+        print(toml.rstrip("\n"))
+    output.stderr_console().print(
+        f"verify: {spec} violates the property (after {report.examples} examples); "
+        "stdout is a scenario reproducing it: save it and run `vmss-rollout simulate FILE`.",
+        soft_wrap=True,
+        markup=False,
+    )
+    raise typer.Exit(EXIT_VIOLATION)
+
+
+def _is_hypothesis(exc: ImportError) -> bool:
+    return (exc.name or "").split(".")[0] == "hypothesis"
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
