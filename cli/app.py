@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -135,15 +135,45 @@ def _root(
 # --------------------------------------------------------------------------- helpers
 
 
-def _scenario(
-    path: str | None,
-    *,
-    overrides: dict[str, object],
-    engine: dict[str, str | None],
-) -> Scenario:
+#: scenario-override flags (command parameter name -> scenario setting)
+SCENARIO_FLAGS = {
+    "runs": "runs",
+    "seed": "seed",
+    "instances": "instances",
+    "update_domains": "update_domains",
+    "fault_domains": "fault_domains",
+    "zones": "zones",
+    "upgrade_time": "upgrade",
+    "health_delay": "health_delay",
+    "failure_rate": "upgrade_failure",
+    "unhealthy_rate": "unhealthy_after_upgrade",
+    "bad_image": "bad_image",
+    "demand": "required",
+}
+#: engine-option flags: the parameter name is the option name
+ENGINE_FLAGS = (
+    "only_instances",
+    "only_update_domains",
+    "only_fault_domains",
+    "only_zones",
+    "max_unhealthy",
+    "max_unhealthy_upgraded",
+    "pause",
+    "health_timeout",
+    "canary",
+    "bake",
+    "checkpoints",
+    "on_failure",
+)
+
+
+def _scenario(path: str | None, flags: Mapping[str, Any]) -> Scenario:
+    """The scenario file (or the built-in one) with a command's scenario-override
+    and engine-option flags (its parameters, e.g. ``locals()``) applied."""
     scenario = load_scenario(path)
+    overrides = {key: flags.get(param) for param, key in SCENARIO_FLAGS.items()}
     scenario = apply_scenario_overrides(scenario, overrides)
-    return apply_engine_flags(scenario, engine)
+    return apply_engine_flags(scenario, {name: flags.get(name) for name in ENGINE_FLAGS})
 
 
 def _scenario_info(scenario: Scenario) -> dict[str, Any]:
@@ -172,69 +202,6 @@ def _progress(message: str) -> Iterator[None]:
 
 # The overrides and engine options are listed in each command's signature (typer
 # needs them there); these two builders keep the mapping to library names in one place.
-
-
-def _overrides(
-    *,
-    runs: int | None,
-    seed: int | None,
-    instances: int | None,
-    update_domains: int | None,
-    fault_domains: int | None,
-    zones: str | None,
-    upgrade_time: str | None,
-    health_delay: str | None,
-    failure_rate: float | None,
-    unhealthy_rate: float | None,
-    bad_image: bool | None,
-    demand: str | None,
-) -> dict[str, object]:
-    return {
-        "runs": runs,
-        "seed": seed,
-        "instances": instances,
-        "update_domains": update_domains,
-        "fault_domains": fault_domains,
-        "zones": zones,
-        "upgrade": upgrade_time,
-        "health_delay": health_delay,
-        "upgrade_failure": failure_rate,
-        "unhealthy_after_upgrade": unhealthy_rate,
-        "bad_image": bad_image,
-        "required": demand,
-    }
-
-
-def engine_values(
-    *,
-    only_instances: str | None,
-    only_update_domains: str | None,
-    only_fault_domains: str | None,
-    only_zones: str | None,
-    max_unhealthy: str | None,
-    max_unhealthy_upgraded: str | None,
-    pause: str | None,
-    health_timeout: str | None,
-    canary: str | None,
-    bake: str | None,
-    checkpoints: str | None,
-    on_failure: str | None,
-) -> dict[str, str | None]:
-    """Engine-option flag values keyed by option name (for ``parse_engine_flags``)."""
-    return {
-        "only_instances": only_instances,
-        "only_update_domains": only_update_domains,
-        "only_fault_domains": only_fault_domains,
-        "only_zones": only_zones,
-        "max_unhealthy": max_unhealthy,
-        "max_unhealthy_upgraded": max_unhealthy_upgraded,
-        "pause": pause,
-        "health_timeout": health_timeout,
-        "canary": canary,
-        "bake": bake,
-        "checkpoints": checkpoints,
-        "on_failure": on_failure,
-    }
 
 
 # --------------------------------------------------------------------------- strategies
@@ -316,37 +283,7 @@ def simulate(
     degraded time (below demand) and capacity loss as mean, p50, p95, min and
     max over the runs, plus halted runs and the strategy's guarantee.
     """
-    scenario = _scenario(
-        scenario_path,
-        overrides=_overrides(
-            runs=runs,
-            seed=seed,
-            instances=instances,
-            update_domains=update_domains,
-            fault_domains=fault_domains,
-            zones=zones,
-            upgrade_time=upgrade_time,
-            health_delay=health_delay,
-            failure_rate=failure_rate,
-            unhealthy_rate=unhealthy_rate,
-            bad_image=bad_image,
-            demand=demand,
-        ),
-        engine=engine_values(
-            only_instances=only_instances,
-            only_update_domains=only_update_domains,
-            only_fault_domains=only_fault_domains,
-            only_zones=only_zones,
-            max_unhealthy=max_unhealthy,
-            max_unhealthy_upgraded=max_unhealthy_upgraded,
-            pause=pause,
-            health_timeout=health_timeout,
-            canary=canary,
-            bake=bake,
-            checkpoints=checkpoints,
-            on_failure=on_failure,
-        ),
-    )
+    scenario = _scenario(scenario_path, locals())
     spec = (strategy or scenario.strategy or DEFAULT_STRATEGY).strip()
     guarantee = registry.make(spec).guarantee()  # fail fast on a bad spec
     with _progress(f"simulating {spec}: {scenario.runs} runs"):
@@ -417,37 +354,7 @@ def compare(
     all-at-once on the built-in scenario. Every strategy sees the same random
     draws (same seeds), so differences come from the strategy alone.
     """
-    scenario = _scenario(
-        scenario_path,
-        overrides=_overrides(
-            runs=runs,
-            seed=seed,
-            instances=instances,
-            update_domains=update_domains,
-            fault_domains=fault_domains,
-            zones=zones,
-            upgrade_time=upgrade_time,
-            health_delay=health_delay,
-            failure_rate=failure_rate,
-            unhealthy_rate=unhealthy_rate,
-            bad_image=bad_image,
-            demand=demand,
-        ),
-        engine=engine_values(
-            only_instances=only_instances,
-            only_update_domains=only_update_domains,
-            only_fault_domains=only_fault_domains,
-            only_zones=only_zones,
-            max_unhealthy=max_unhealthy,
-            max_unhealthy_upgraded=max_unhealthy_upgraded,
-            pause=pause,
-            health_timeout=health_timeout,
-            canary=canary,
-            bake=bake,
-            checkpoints=checkpoints,
-            on_failure=on_failure,
-        ),
-    )
+    scenario = _scenario(scenario_path, locals())
     specs = [s.strip() for s in strategy] if strategy else list(COMPARE_DEFAULTS)
     for spec in specs:
         registry.make(spec)  # fail fast, before any simulation
