@@ -173,7 +173,19 @@ def _scenario(path: str | None, flags: Mapping[str, Any]) -> Scenario:
     scenario = load_scenario(path)
     overrides = {key: flags.get(param) for param, key in SCENARIO_FLAGS.items()}
     scenario = apply_scenario_overrides(scenario, overrides)
-    return apply_engine_flags(scenario, {name: flags.get(name) for name in ENGINE_FLAGS})
+    scenario = apply_engine_flags(scenario, {name: flags.get(name) for name in ENGINE_FLAGS})
+    note = POLICY_NOTES.get(scenario.upgrade_policy)
+    if note:
+        output.stderr_console().print(f"note: {note}", soft_wrap=True)
+    return scenario
+
+
+POLICY_NOTES = {
+    "Automatic": "upgrade_policy is Automatic: the platform upgrades every instance as soon "
+    "as the model changes, whatever the strategy; use Manual to let the strategy pace it.",
+    "Rolling": "upgrade_policy is Rolling: simulated as if switched to Manual for the "
+    "rollout; the azure-rolling strategy shows what the platform itself would do.",
+}
 
 
 def _scenario_info(scenario: Scenario) -> dict[str, Any]:

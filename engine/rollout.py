@@ -346,6 +346,17 @@ class Rollout:
             watcher = self._watch.get(iid)
             if watcher is not None:
                 self._evaluate(now, watcher, inst)
+            elif iid in self.view.pending and self._on_target(inst) and inst.serving:
+                # someone else (policy Automatic, another tool, a scale-out) already
+                # brought it to the target: done, and never upgraded again
+                self.view.start(iid)
+                self.view.resolve(iid, Resolution.DONE)
+                self._emit(
+                    now,
+                    EventKind.INSTANCE_HEALTHY,
+                    (iid,),
+                    detail="reached the target outside this rollout",
+                )
             elif inst.serving:
                 self._bad.discard(iid)
                 self._declared_bad.discard(iid)
@@ -367,11 +378,7 @@ class Rollout:
     def _evaluate(self, now: float, owner: str, inst: Instance) -> None:
         if inst.provisioning is ProvisioningState.FAILED:
             self._resolve(now, owner, Resolution.FAILED, "provisioning failed")
-        elif (
-            inst.provisioning is ProvisioningState.SUCCEEDED
-            and inst.model == self.target_now
-            and inst.latest_model_applied
-        ):
+        elif inst.provisioning is ProvisioningState.SUCCEEDED and self._on_target(inst):
             if inst.health is Health.HEALTHY:
                 self._resolve(now, owner, Resolution.DONE)
             elif inst.health is Health.UNHEALTHY:
@@ -381,6 +388,9 @@ class Rollout:
                 self._awaiting[owner] = deadline
                 heapq.heappush(self._deadlines, (deadline, owner))
                 self._emit(now, EventKind.INSTANCE_UPGRADED, (owner,), self._wave_of.get(owner))
+
+    def _on_target(self, inst: Instance) -> bool:
+        return inst.model == self.target_now and inst.latest_model_applied
 
     def _resolve(self, now: float, owner: str, how: Resolution, detail: str = "") -> None:
         if owner not in self.view.in_flight:

@@ -19,6 +19,7 @@ import simpy
 
 from ..engine.backend import execute
 from ..engine.events import Event, EventKind
+from ..engine.model import UpgradeMode
 from ..engine.rollout import Rollout
 from ..strategies.registry import make
 from .scaleset import CURRENT_MODEL, TARGET_MODEL, Monitor, SimScaleSet, TimelineRow
@@ -90,6 +91,7 @@ def build(
         bad_models=(TARGET_MODEL,) if scenario.bad_image else (),
         model=CURRENT_MODEL,
         new_model=TARGET_MODEL,
+        upgrade_mode=UpgradeMode(scenario.upgrade_policy),
         monitor=monitor,
         name=scenario.name,
     )

@@ -237,6 +237,13 @@ class SimScaleSet:
         self.etag += 1
         for iid, inst in list(self.instances.items()):
             self._set(iid, inst.evolve(latest_model_applied=inst.model == model))
+        if self.upgrade_mode is UpgradeMode.AUTOMATIC:
+            # policy Automatic: the platform applies a model change to every
+            # instance at once, whatever the rollout strategy would have done
+            stale = tuple(i for i, inst in self.instances.items() if inst.model != model)
+            self.requests.append((self.env.now, "platform_upgrade", stale))
+            for iid in stale:
+                self._begin(iid, self._upgrade(iid, model))
         return str(self.etag)
 
     def start_upgrade(self, instance_ids: Sequence[str]) -> None:

@@ -459,3 +459,12 @@ def test_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
     result = run("compare", *SMALL)
     assert result.exit_code == 130
     assert "Traceback" not in result.output
+
+
+def test_policy_automatic_is_called_out(tmp_path: Path) -> None:
+    path = tmp_path / "auto.toml"
+    path.write_text('[scale_set]\ninstances = 5\nupgrade_policy = "Automatic"\n')
+    result = run("simulate", str(path), "--runs", "2", "--json")
+    assert result.exit_code == 0
+    assert "upgrade_policy is Automatic" in result.stderr
+    assert json.loads(result.stdout)["min_serving"]["max"] == 0

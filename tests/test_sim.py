@@ -178,3 +178,15 @@ def test_derived_seeds_are_stable() -> None:
 def test_per_domain_strategies_complete(spec: str) -> None:
     r = run_once(fixed(13, zones=("1", "2", "3")), spec, seed=2)
     assert r.upgraded == 13 and not r.halted
+
+
+def test_policy_automatic_upgrades_everything_at_the_model_change() -> None:
+    sc = fixed(6, upgrade_policy="Automatic")
+    r = run_once(sc, "one-at-a-time", seed=1, record=True)
+    assert r.min_serving == 0 and r.outage_s > 0  # the strategy cannot pace it
+    platform = [ids for _, op, ids in r.requests if op == "platform_upgrade"]
+    assert platform == [("0", "1", "2", "3", "4", "5")]
+    # what the platform finished is never upgraded again by the rollout
+    ours = [i for _, op, ids in r.requests if op == "upgrade" for i in ids]
+    assert ours == ["0"]
+    assert r.upgraded == 6 and all(on_new for on_new, _ in r.final.values())
