@@ -49,6 +49,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..strategies.base import DOMAIN_KINDS, DomainKind, InstanceInfo, Strategy
+from .errors import InputError
 from .events import (
     Action,
     AddInstances,
@@ -59,7 +60,7 @@ from .events import (
     UpdateModel,
 )
 from .model import Health, Instance, ModelVersion, ProvisioningState, instance_sort_key
-from .options import EngineOptions
+from .options import EngineOptions, Scope
 
 
 class Phase(StrEnum):
@@ -99,6 +100,38 @@ class Outcome:
     gone: int
     started_at: float
     finished_at: float
+
+
+def _check_scope(scope: Scope, fleet: Iterable[Instance]) -> None:
+    """A scope value that matches no instance is a typo, not an empty rollout."""
+    present: dict[str, set[Any]] = {
+        "instances": set(),
+        "update_domains": set(),
+        "fault_domains": set(),
+        "zones": set(),
+    }
+    for inst in fleet:
+        present["instances"].add(inst.instance_id)
+        present["update_domains"].add(inst.update_domain)
+        present["fault_domains"].add(inst.fault_domain)
+        present["zones"].add(inst.zone)
+    for name, have in present.items():
+        wanted = getattr(scope, name)
+        if wanted is None:
+            continue
+        missing = sorted(wanted - have, key=str)
+        if missing:
+            shown = ", ".join(map(str, missing))
+            raise InputError(
+                f"only_{name}: {shown} not in the scale set (it has {_summarize(have)})"
+            )
+
+
+def _summarize(values: set[Any]) -> str:
+    ordered = sorted(values, key=lambda v: instance_sort_key(str(v)))
+    if len(ordered) > 8:
+        return f"{len(ordered)} values: {', '.join(map(str, ordered[:4]))}, ..., {ordered[-1]}"
+    return ", ".join(map(str, ordered)) or "none"
 
 
 def is_bad(inst: Instance) -> bool:
@@ -223,6 +256,7 @@ class Rollout:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         scope = self.options.scope
+        _check_scope(scope, self.fleet.values())
         infos = [
             InstanceInfo(i.instance_id, i.update_domain, i.fault_domain, i.zone, i.serving)
             for i in self.fleet.values()

@@ -3,7 +3,8 @@
 * ``quick`` (default): few examples, for a fast local loop.
 * ``thorough``: selected when ``CI=true``; more examples, still deterministic.
 
-``HYPOTHESIS_PROFILE=thorough`` (or ``quick``) overrides the choice.
+``HYPOTHESIS_PROFILE=thorough`` (or ``quick``) overrides the choice;
+``HYPOTHESIS_PROFILE=explore`` draws 2000 new random examples per property.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ _COMMON = {
     "suppress_health_check": [HealthCheck.too_slow],
 }
 settings.register_profile("quick", max_examples=25, **_COMMON)
-settings.register_profile("thorough", max_examples=150, **_COMMON)
+settings.register_profile("thorough", max_examples=400, **_COMMON)
+# for hunting bugs by hand: new random examples each run (HYPOTHESIS_PROFILE=explore)
+settings.register_profile("explore", max_examples=2000, **{**_COMMON, "derandomize": False})
 
 _ci = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("thorough" if _ci else "quick"))

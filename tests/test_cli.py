@@ -468,3 +468,10 @@ def test_policy_automatic_is_called_out(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert "upgrade_policy is Automatic" in result.stderr
     assert json.loads(result.stdout)["min_serving"]["max"] == 0
+
+
+def test_a_scope_that_matches_nothing_is_an_input_error() -> None:
+    assert_input_error(
+        run("simulate", *SMALL, "--only-update-domains", "7"),
+        "only_update_domains: 7 not in the scale set",
+    )

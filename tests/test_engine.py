@@ -34,6 +34,7 @@ from vmss_rollout.engine import (
     StartUpgrade,
     UpdateModel,
 )
+from vmss_rollout.engine.errors import InputError
 from vmss_rollout.strategies.base import StrategyBase, View
 from vmss_rollout.strategies.registry import make
 
@@ -372,9 +373,24 @@ def test_scope_filters_intersect_and_skip_instances_already_on_the_target() -> N
 
 
 def test_scope_by_instance_ids() -> None:
-    scope = Scope(instances=frozenset({"2", "0", "9"}))
+    scope = Scope(instances=frozenset({"2", "0"}))
     rollout = rolling(fleet(5), "all-at-once", EngineOptions(scope=scope))
-    assert started(rollout.step(0).actions) == [("0", "2")]  # "9" does not exist
+    assert started(rollout.step(0).actions) == [("0", "2")]
+
+
+@pytest.mark.parametrize(
+    ("scope", "needle"),
+    [
+        (Scope(instances=frozenset({"2", "9"})), "only_instances: 9 not in the scale set"),
+        (Scope(update_domains=frozenset({7})), "only_update_domains: 7 not in the scale set"),
+        (Scope(fault_domains=frozenset({0, 4})), "only_fault_domains: 4 not in the scale set"),
+        (Scope(zones=frozenset({"1"})), "only_zones: 1 not in the scale set"),
+    ],
+)
+def test_a_scope_value_that_matches_nothing_is_an_input_error(scope: Scope, needle: str) -> None:
+    with pytest.raises(InputError) as err:
+        rolling(fleet(5), "all-at-once", EngineOptions(scope=scope))
+    assert needle in str(err.value)
 
 
 # --------------------------------------------------------------------------- purity
