@@ -137,7 +137,7 @@ class StrategyBase:
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> StrategyBase:
-        fields_by_key = {f.name.replace("_", "-"): f for f in dataclasses.fields(cls)}
+        fields_by_key = {f.name.replace("_", "-"): f for f in _params(cls)}
         hints = typing.get_type_hints(cls)
         values: dict[str, Any] = {}
         for key, raw in params.items():
@@ -158,7 +158,7 @@ class StrategyBase:
     def parameters(cls) -> list[tuple[str, str, str]]:
         """(name, default, help) for each parameter, for ``strategies``."""
         out = []
-        for f in dataclasses.fields(cls):
+        for f in _params(cls):
             default = f.default if f.default is not dataclasses.MISSING else None
             shown = "-" if default is None else _show(default)
             out.append((f.name.replace("_", "-"), shown, str(f.metadata.get("help", ""))))
@@ -186,11 +186,16 @@ class StrategyBase:
 
     def spec(self) -> str:
         parts = []
-        for f in dataclasses.fields(self):
+        for f in _params(type(self)):
             value = getattr(self, f.name)
             if value is not None and value != f.default:
                 parts.append(f"{f.name.replace('_', '-')}={_show(value)}")
         return self.name + (":" + ",".join(parts) if parts else "")
+
+
+def _params(cls: type) -> list[dataclasses.Field[Any]]:
+    """The dataclass fields users set (``init=False`` fields are internal)."""
+    return [f for f in dataclasses.fields(cls) if f.init]
 
 
 class Duration(float):

@@ -180,7 +180,11 @@ class Batch(StrategyBase):
         return min(len(scope), self._size(len(scope)))
 
     def guarantee(self) -> str:
-        what = f"{self.size}" if self.size is not None else f"{self.percent or 20:g}% of the scope"
+        what = (
+            f"{self.size}"
+            if self.size is not None
+            else f"{self.percent or 20:g}% of the scope (rounded down, >= 1)"
+        )
         return f"at most {what} instances down at once"
 
 
@@ -206,7 +210,9 @@ class Window(StrategyBase):
         return min(len(scope), self._limit(len(scope)))
 
     def guarantee(self) -> str:
-        return f"at most {self.max_unavailable} instances down at once"
+        limit = self.max_unavailable
+        what = f"{limit} of the scope (rounded down, >= 1)" if limit.percent else f"{limit}"
+        return f"at most {what} instances down at once"
 
 
 @dataclass(frozen=True)

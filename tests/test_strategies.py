@@ -265,3 +265,10 @@ def test_instances_know_their_domains() -> None:
     assert inst.evolve(update_domain=4).update_domain == 4
     with pytest.raises(TypeError):
         inst.evolve(colour="red")
+
+
+def test_internal_fields_are_not_parameters() -> None:
+    described = {d["name"]: d for d in registry.describe()}
+    assert [p["name"] for p in described["update-domain"]["parameters"]] == ["order"]
+    with pytest.raises(InputError, match="unknown parameter 'kind'"):
+        make("update-domain:kind=zone")
