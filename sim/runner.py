@@ -212,6 +212,7 @@ def summarize(strategy: str, seed: int, results: Sequence[RunResult]) -> dict[st
         "runs": len(results),
         "seed": seed,
         "halted_runs": sum(r.halted for r in results),
+        "rolled_back_runs": sum(r.rolled_back for r in results),
     }
     for metric in METRICS:
         out[metric] = stats(getattr(r, metric) for r in results)
