@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
@@ -122,7 +123,7 @@ class Strategy(Protocol):
 
 
 @dataclass(frozen=True)
-class StrategyBase:
+class StrategyBase(ABC):
     """Convenience base: parameters are dataclass fields.
 
     Field names use underscores; users type dashes (``max_unavailable`` is
@@ -172,8 +173,9 @@ class StrategyBase:
     def domain_kind(self) -> DomainKind | None:
         return None
 
-    def next_wave(self, view: View) -> Sequence[str]:  # pragma: no cover - abstract
-        raise NotImplementedError(f"strategy {self.name} does not implement next_wave")
+    @abstractmethod
+    def next_wave(self, view: View) -> Sequence[str]:
+        """Instance ids (from ``view.pending``) to start now; empty for none."""
 
     def max_down(self, scope: Sequence[InstanceInfo], fleet_size: int) -> int:
         return len(scope)
