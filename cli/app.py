@@ -22,7 +22,7 @@ from ..engine.options import Amount, parse_duration
 from ..sim.runner import derive_seed, run_many, run_once, summarize
 from ..sim.scenario import Scenario, load_scenario
 from ..strategies import registry
-from . import output
+from . import operate, output
 from .options import (
     DEBUG_KEY,
     BadImage,
@@ -67,8 +67,9 @@ COMPARE_DEFAULTS = ("one-at-a-time", "update-domain", "batch", "window", "all-at
 VERIFY_EXTRA_MESSAGE = "verify needs hypothesis: pip install 'vmss-rollout[verify]'"
 
 EPILOG = (
-    "Exit codes: 0 success; 1 verify found a violation; 2 invalid input (bad flag, "
-    "scenario or strategy spec); 3 the scale set (backend) failed; 130 interrupted."
+    "Exit codes: 0 success; 1 a rollout halted or left failed instances, or verify found a "
+    "violation; 2 invalid input, nothing changed; 3 Azure error after retries (the journal "
+    "says what changed); 130 interrupted."
 )
 
 
@@ -210,10 +211,6 @@ def _progress(message: str) -> Iterator[None]:
         return
     with err.status(message):
         yield
-
-
-# The overrides and engine options are listed in each command's signature (typer
-# needs them there); these two builders keep the mapping to library names in one place.
 
 
 # --------------------------------------------------------------------------- strategies
@@ -495,6 +492,12 @@ def verify(
 
 def _is_hypothesis(exc: ImportError) -> bool:
     return (exc.name or "").split(".")[0] == "hypothesis"
+
+
+# --------------------------------------------------------------------------- real scale sets
+
+for _command in operate.COMMANDS:
+    app.command()(_command)
 
 
 def main() -> None:

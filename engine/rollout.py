@@ -93,6 +93,8 @@ class Outcome:
     halted: bool
     reason: str
     rolled_back: bool
+    #: stopped on request (Ctrl-C, SIGTERM), not by a gate: resumable
+    interrupted: bool
     scope: int
     upgraded: int
     unhealthy: int
@@ -246,8 +248,12 @@ class Rollout:
         *,
         listener: Callable[[Event], None] | None = None,
         keep_events: bool = True,
+        previous: ModelVersion | None = None,
     ) -> None:
-        self.previous = current
+        #: the model the scale set has now; the engine updates it first unless it is the target
+        self.current = current
+        #: what a rollback returns to: ``current``, or the journal's record when resuming
+        self.previous = current if previous is None else previous
         self.target = target
         self.strategy = strategy
         self.options = strategy.engine_options(options or EngineOptions())
@@ -260,6 +266,8 @@ class Rollout:
         self.phase = Phase.INIT
         self.reason = ""
         self.rolled_back = False
+        #: stopped on request (not by a gate): no rollback, resumable
+        self.interrupted = False
         self.started_at: float | None = None
         self.finished_at: float | None = None
         scope = self.options.scope
@@ -326,6 +334,7 @@ class Rollout:
             halted=bool(self.reason),
             reason=self.reason,
             rolled_back=self.rolled_back,
+            interrupted=self.interrupted,
             scope=view.scope_size + counts[Resolution.GONE],
             upgraded=counts[Resolution.DONE],
             unhealthy=counts[Resolution.UNHEALTHY],
@@ -494,9 +503,9 @@ class Rollout:
                     f"{self.previous} -> {self.target}"
                 ),
             )
-            if self.view.scope_size == 0 and self.previous == self.target:
+            if self.view.scope_size == 0 and self.current == self.target:
                 self._finish(now)
-            elif self.previous != self.target:
+            elif self.current != self.target:
                 self.phase = Phase.UPDATING_MODEL
                 self._emit(now, EventKind.MODEL_UPDATE_REQUESTED, detail=str(self.target))
                 actions.append(UpdateModel(self.target))
@@ -508,7 +517,8 @@ class Rollout:
                 actions.append(started)
         if self.phase is Phase.DRAINING and not self.view.in_flight:
             back, delete = self._rollback_plan()
-            if self.options.on_failure == "rollback" and (back or delete):
+            wanted = self.options.on_failure == "rollback" and not self.interrupted
+            if wanted and (back or delete):
                 self.phase = Phase.ROLLBACK_MODEL
                 self._emit(
                     now,
@@ -637,6 +647,20 @@ class Rollout:
             for iid in wave:
                 self._watch[iid] = iid
             return StartUpgrade(tuple(wave))
+
+    def request_stop(self, now: float, reason: str = "interrupted") -> None:
+        """Stop starting waves (Ctrl-C, SIGTERM): the instances in flight finish,
+        then the rollout ends with ``reason``, without a rollback (it can be
+        resumed)."""
+        if self.phase in (Phase.FINISHED, Phase.DRAINING):
+            return
+        self.interrupted = True
+        if self.phase is Phase.ROLLING_BACK:
+            self.reason += f"; rollback {reason}"
+        else:
+            self.reason = reason
+        self.phase = Phase.DRAINING
+        self._emit(now, EventKind.HALTED, detail=reason)
 
     def _halt(self, now: float, reason: str) -> None:
         if self.phase is Phase.ROLLING_BACK:

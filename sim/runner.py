@@ -19,7 +19,7 @@ import simpy
 
 from ..engine.backend import execute
 from ..engine.events import Event, EventKind
-from ..engine.model import UpgradeMode
+from ..engine.model import Instance, UpgradeMode
 from ..engine.rollout import Rollout
 from ..strategies.registry import make
 from .scaleset import CURRENT_MODEL, TARGET_MODEL, Monitor, SimScaleSet, TimelineRow
@@ -72,7 +72,7 @@ class RunResult:
 
 
 def build(
-    scenario: Scenario, seed: int, record: bool = False
+    scenario: Scenario, seed: int, record: bool = False, fleet: Sequence[Instance] | None = None
 ) -> tuple[simpy.Environment, SimScaleSet]:
     """A fresh environment and scale set for ``scenario``."""
     env = simpy.Environment()
@@ -94,6 +94,7 @@ def build(
         upgrade_mode=UpgradeMode(scenario.upgrade_policy),
         monitor=monitor,
         name=scenario.name,
+        fleet=fleet,
     )
     return env, scale_set
 
@@ -128,9 +129,18 @@ def drive(
         yield backend.changed
 
 
-def run_once(scenario: Scenario, strategy: str, seed: int, *, record: bool = False) -> RunResult:
-    """One simulated rollout. ``record`` keeps the timeline, events and request log."""
-    env, scale_set = build(scenario, seed, record)
+def run_once(
+    scenario: Scenario,
+    strategy: str,
+    seed: int,
+    *,
+    record: bool = False,
+    fleet: Sequence[Instance] | None = None,
+) -> RunResult:
+    """One simulated rollout. ``record`` keeps the timeline, events and request
+    log; ``fleet`` replaces the scenario's round-robin topology with given
+    instances' ids and domains (a live scale set's, for ``plan``)."""
+    env, scale_set = build(scenario, seed, record, fleet)
     _, instances = scale_set.read()
     rollout = Rollout(
         CURRENT_MODEL,
@@ -174,12 +184,16 @@ def run_once(scenario: Scenario, strategy: str, seed: int, *, record: bool = Fal
 
 
 def run_many(
-    scenario: Scenario, strategy: str, runs: int | None = None, seed: int | None = None
+    scenario: Scenario,
+    strategy: str,
+    runs: int | None = None,
+    seed: int | None = None,
+    fleet: Sequence[Instance] | None = None,
 ) -> list[RunResult]:
     """``runs`` independent runs from seeds derived from ``seed`` (scenario's by default)."""
     n = scenario.runs if runs is None else runs
     base = scenario.seed if seed is None else seed
-    return [run_once(scenario, strategy, derive_seed(base, i)) for i in range(n)]
+    return [run_once(scenario, strategy, derive_seed(base, i), fleet=fleet) for i in range(n)]
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float:

@@ -127,6 +127,7 @@ class SimScaleSet:
         upgrade_mode: UpgradeMode = UpgradeMode.MANUAL,
         monitor: Monitor | None = None,
         name: str = "sim",
+        fleet: Sequence[Instance] | None = None,
     ) -> None:
         self.env = env
         self.rng = rng
@@ -154,8 +155,25 @@ class SimScaleSet:
         self.counts = [0, 0, 0, 0]  # serving, upgrading, unhealthy, on new model
         #: every request the backend received, in order: (time, operation, ids)
         self.requests: list[tuple[float, str, tuple[str, ...]]] = []
-        for _ in range(instances):
-            self._add(Instance("", 0, 0, model=model))
+        if fleet is None:
+            for _ in range(instances):
+                self._add(Instance("", 0, 0, model=model))
+        else:
+            # a live scale set's topology (plan): its ids and domains, on ``model``
+            for inst in fleet:
+                self._op[inst.instance_id] = 0
+                self._set(
+                    inst.instance_id,
+                    Instance(
+                        inst.instance_id,
+                        inst.update_domain,
+                        inst.fault_domain,
+                        inst.zone,
+                        model=model,
+                    ),
+                )
+            numeric = [int(i.instance_id) for i in fleet if i.instance_id.isdigit()]
+            self._created = max(numeric, default=-1) + 1
         if monitor is not None:
             self.monitor = monitor
             monitor.start(env.now, self.row())
@@ -276,6 +294,63 @@ class SimScaleSet:
             if iid in self.instances:
                 self._op[iid] += 1  # cancels anything in progress on it
                 self._set(iid, None)
+
+    # ----------------------------------------------------------- power
+    # Power operations (the emulator's start/restart/poweroff/deallocate). Each
+    # takes ``duration`` simulated seconds in a transient power state (not
+    # serving) and supersedes anything in progress on the instance. They draw
+    # nothing from the random generator, so they do not change what upgrades do.
+
+    def start(self, instance_ids: Sequence[str], duration: float = 30.0) -> None:
+        """Start stopped or deallocated instances (running ones are left alone)."""
+        self._power("start", instance_ids, PowerState.STARTING, PowerState.RUNNING, duration)
+
+    def restart(self, instance_ids: Sequence[str], duration: float = 30.0) -> None:
+        """Restart instances: starting (not serving) for ``duration``, then running."""
+        self._power("restart", instance_ids, PowerState.STARTING, PowerState.RUNNING, duration)
+
+    def power_off(self, instance_ids: Sequence[str], duration: float = 15.0) -> None:
+        """Stop instances (they keep their compute allocation)."""
+        self._power("power_off", instance_ids, PowerState.STOPPING, PowerState.STOPPED, duration)
+
+    def deallocate(self, instance_ids: Sequence[str], duration: float = 30.0) -> None:
+        """Stop instances and release their compute."""
+        self._power(
+            "deallocate", instance_ids, PowerState.STOPPING, PowerState.DEALLOCATED, duration
+        )
+
+    def _power(
+        self,
+        operation: str,
+        instance_ids: Sequence[str],
+        transient: PowerState,
+        final: PowerState,
+        duration: float,
+    ) -> None:
+        self.requests.append((self.env.now, operation, tuple(instance_ids)))
+        for iid in instance_ids:
+            if iid not in self.instances:
+                raise InputError(f"instance {iid} does not exist")
+        restart = operation == "restart"
+        for iid in instance_ids:
+            self._begin(iid, self._power_change(iid, transient, final, duration, restart))
+
+    def _power_change(
+        self, iid: str, transient: PowerState, final: PowerState, duration: float, restart: bool
+    ) -> Callable[[int], Generator[Any, Any, None]]:
+        def run(op: int) -> Generator[Any, Any, None]:
+            if self._op.get(iid) != op:
+                return
+            inst = self.instances[iid]
+            if inst.power is final and not restart:
+                return  # already there: nothing to do
+            self._set(iid, inst.evolve(power=transient))
+            yield self.env.timeout(duration)
+            if self._op.get(iid) != op:
+                return
+            self._set(iid, self.instances[iid].evolve(power=final))
+
+        return run
 
     def poll(self) -> Observations:
         obs = Observations(list(self._changed.values()), self._deleted)

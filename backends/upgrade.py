@@ -1,0 +1,184 @@
+"""Running an upgrade against a real scale set: the upgrade-policy rules,
+the journal, switching to Manual and back, and Azure's own rolling upgrade.
+
+The CLI renders; this module decides and acts. It works on any object with
+the :class:`~vmss_rollout.backends.azure.AzureBackend` interface.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from ..engine.backend import Backend
+from ..engine.errors import InputError
+from ..engine.events import Event, EventKind, StartUpgrade
+from ..engine.journal import Journal, RolloutRecord, model_to_dict
+from ..engine.model import Instance, ModelVersion, ScaleSetModel, UpgradeMode
+from ..engine.options import EngineOptions
+from ..engine.rollout import Outcome, Rollout, Step
+from ..strategies.registry import make
+from .realtime import PollInterval, run
+
+PolicyAction = Literal["manual", "automatic", "switch-to-manual", "native-rolling"]
+
+
+class ScaleSetBackend(Backend, Protocol):
+    @property
+    def scale_set_id(self) -> str: ...
+
+    @property
+    def health_source(self) -> str: ...
+
+    def set_upgrade_mode(self, mode: str) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class UpgradeRequest:
+    target: ModelVersion
+    strategy: str
+    options: EngineOptions = field(default_factory=EngineOptions)
+    allow_automatic: bool = False
+    switch_to_manual: bool = False
+    no_wait: bool = False
+
+
+def policy_action(scale_set: ScaleSetModel, request: UpgradeRequest) -> PolicyAction:
+    """How the upgrade policy lets this rollout run, or an :class:`InputError`
+    that says why not (before anything changes)."""
+    mode = scale_set.upgrade_mode
+    if mode is UpgradeMode.AUTOMATIC:
+        if not request.allow_automatic:
+            raise InputError(
+                "upgrade policy is Automatic: changing the model upgrades every instance at once, "
+                "whatever the strategy; pass --allow-automatic to accept that, or set the policy "
+                "to Manual first"
+            )
+        return "automatic"
+    if mode is UpgradeMode.ROLLING:
+        if request.switch_to_manual:
+            return "switch-to-manual"
+        if request.strategy.split(":", 1)[0].strip() == "azure-rolling":
+            return "native-rolling"
+        raise InputError(
+            "upgrade policy is Rolling: the platform rolls a model change out itself; use "
+            "--strategy azure-rolling to follow it, or --switch-to-manual to run "
+            f"{request.strategy} and restore Rolling afterwards"
+        )
+    return "manual"
+
+
+def is_noop(scale_set: ScaleSetModel, instances: list[Instance], target: ModelVersion) -> bool:
+    return scale_set.model == target and all(
+        i.model == target and i.latest_model_applied for i in instances
+    )
+
+
+@dataclass
+class UpgradeResult:
+    record: RolloutRecord
+    outcome: Outcome
+    action: PolicyAction
+    started_only: bool = False  # --no-wait returned after the first wave started
+
+
+def execute(
+    backend: ScaleSetBackend,
+    scale_set: ScaleSetModel,
+    instances: list[Instance],
+    request: UpgradeRequest,
+    journal: Journal,
+    *,
+    listener: Callable[[Event], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    interval: PollInterval | None = None,
+    wall: Callable[[], float] = time.time,
+    resume: RolloutRecord | None = None,
+    previous: ModelVersion | None = None,
+) -> UpgradeResult:
+    """Run the rollout, journaling every event as it happens."""
+    action = policy_action(scale_set, request)
+    strategy = make(request.strategy)
+    if resume is not None:
+        record = journal.adopt(resume.id, wall())
+    else:
+        record = journal.start(
+            scale_set_id=backend.scale_set_id,
+            previous_model=model_to_dict(scale_set.model),
+            target_model=model_to_dict(request.target),
+            strategy=request.strategy,
+            options=request.options.to_mapping(),
+            now=wall(),
+        )
+
+    def on_event(event: Event) -> None:
+        journal.record_event(record.id, event, wall())
+        if listener is not None:
+            listener(event)
+
+    rollout = Rollout(
+        scale_set.model,
+        request.target,
+        instances,
+        strategy,
+        request.options,
+        listener=on_event,
+        previous=previous,
+    )
+    switched = False
+    try:
+        if action == "switch-to-manual":
+            backend.set_upgrade_mode(UpgradeMode.MANUAL.value)
+            switched = True
+        started = [False]
+
+        def first_wave(step: Step) -> bool:
+            if any(isinstance(a, StartUpgrade) for a in step.actions):
+                started[0] = True
+            return request.no_wait and started[0]
+
+        run(
+            rollout,
+            backend,
+            etag=scale_set.etag,
+            interval=interval,
+            clock=time.monotonic,
+            should_stop=should_stop,
+            until=first_wave,
+        )
+    finally:
+        if switched:
+            backend.set_upgrade_mode(UpgradeMode.ROLLING.value)
+    outcome = rollout.outcome()
+    if request.no_wait and not rollout.finished:
+        record = journal.mark_interrupted(record.id, "--no-wait: started, not followed", wall())
+        return UpgradeResult(record, outcome, action, started_only=True)
+    if outcome.interrupted:
+        record = journal.mark_interrupted(record.id, outcome.reason, wall())
+    else:
+        state = "completed" if outcome.completed else "halted"
+        record = journal.finish(record.id, state, outcome.reason, wall())
+    return UpgradeResult(record, outcome, action)
+
+
+def predicted_waves(events: list[Event]) -> list[tuple[str, ...]]:
+    return [e.instances for e in events if e.kind is EventKind.WAVE_STARTED]
+
+
+def summary(result: UpgradeResult, counts: dict[str, Any]) -> dict[str, Any]:
+    o = result.outcome
+    return {
+        "rollout": result.record.to_json(),
+        "completed": o.completed,
+        "halted": o.halted,
+        "interrupted": o.interrupted,
+        "reason": o.reason,
+        "rolled_back": o.rolled_back,
+        "scope": o.scope,
+        "upgraded": o.upgraded,
+        "failed": o.failed + o.unhealthy,
+        "policy": result.action,
+        "requests": counts,
+    }

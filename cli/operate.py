@@ -1,0 +1,882 @@
+"""Commands that work on real scale sets: status, plan, upgrade, resume, history.
+
+They need the optional Azure dependencies (``pip install 'vmss-rollout[azure]'``),
+imported only when one of these commands runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from ..engine.errors import InputError
+from ..engine.events import Event, EventKind
+from ..engine.journal import Journal, RolloutRecord, model_from_dict
+from ..engine.model import Health, Instance, ModelVersion, PowerState, ProvisioningState
+from ..engine.options import EngineOptions, Scope
+from ..engine.target import target_model
+from ..sim.runner import derive_seed, run_many, run_once, summarize
+from ..sim.scenario import load_scenario
+from ..strategies import registry
+from . import output
+from .options import (
+    Bake,
+    Canary,
+    Checkpoints,
+    Debug,
+    HealthTimeout,
+    Json,
+    MaxUnhealthy,
+    MaxUnhealthyUpgraded,
+    OnFailure,
+    OnlyFaultDomains,
+    OnlyInstances,
+    OnlyUpdateDomains,
+    OnlyZones,
+    Pause,
+    merge_engine_options,
+    parse_engine_flags,
+)
+
+if TYPE_CHECKING:
+    from ..backends.azure import AzureBackend
+
+AZURE_EXTRA = "this command needs the Azure SDK: pip install 'vmss-rollout[azure]'"
+TARGET_PANEL = "Target model"
+AZURE_PANEL = "Azure"
+ENGINE_FLAGS = (
+    "only_instances",
+    "only_update_domains",
+    "only_fault_domains",
+    "only_zones",
+    "max_unhealthy",
+    "max_unhealthy_upgraded",
+    "pause",
+    "health_timeout",
+    "canary",
+    "bake",
+    "checkpoints",
+    "on_failure",
+)
+
+# --------------------------------------------------------------------------- options
+
+ResourceGroup = Annotated[
+    str,
+    typer.Option(
+        "--resource-group",
+        "-g",
+        help="Resource group of the scale set.",
+        rich_help_panel=AZURE_PANEL,
+    ),
+]
+Name = Annotated[
+    str, typer.Option("--name", "-n", help="Name of the scale set.", rich_help_panel=AZURE_PANEL)
+]
+Subscription = Annotated[
+    str | None,
+    typer.Option(
+        "--subscription",
+        envvar="AZURE_SUBSCRIPTION_ID",
+        show_envvar=True,
+        help="Subscription id.",
+        rich_help_panel=AZURE_PANEL,
+    ),
+]
+ArmEndpoint = Annotated[
+    str | None,
+    typer.Option(
+        "--arm-endpoint",
+        envvar="VMSS_ROLLOUT_ARM_ENDPOINT",
+        show_envvar=True,
+        help="Azure Resource Manager endpoint: a sovereign cloud's, or the emulator's "
+        "(vmss-rollout emulate). Default: https://management.azure.com.",
+        rich_help_panel=AZURE_PANEL,
+    ),
+]
+JournalPath = Annotated[
+    str | None,
+    typer.Option(
+        "--journal",
+        envvar="VMSS_ROLLOUT_JOURNAL",
+        show_envvar=True,
+        help="SQLite journal of rollouts. Default: the user's state directory "
+        "(~/.local/state/vmss-rollout/journal.sqlite).",
+        rich_help_panel=AZURE_PANEL,
+    ),
+]
+PollEvery = Annotated[
+    str,
+    typer.Option(
+        "--poll-interval",
+        metavar="MIN[:MAX]",
+        help="Seconds between list calls: MIN after a change, doubling to MAX while "
+        "nothing changes.",
+        rich_help_panel=AZURE_PANEL,
+    ),
+]
+Strategy = Annotated[
+    str,
+    typer.Option(
+        "--strategy",
+        "-s",
+        metavar="SPEC",
+        help="Strategy as NAME[:key=value,...] (see `vmss-rollout strategies`).",
+    ),
+]
+ImageVersion = Annotated[
+    str | None,
+    typer.Option(
+        "--image-version",
+        metavar="X.Y.Z|latest",
+        help="New platform image version (or a pinned gallery image's).",
+        rich_help_panel=TARGET_PANEL,
+    ),
+]
+ImageSku = Annotated[
+    str | None,
+    typer.Option(
+        "--image-sku",
+        metavar="SKU|PUB:OFFER:SKU[:VER]",
+        help="New platform image SKU (same publisher and offer).",
+        rich_help_panel=TARGET_PANEL,
+    ),
+]
+ImageId = Annotated[
+    str | None,
+    typer.Option(
+        "--image-id",
+        metavar="ID",
+        help="Managed image or Azure Compute Gallery image (version) id.",
+        rich_help_panel=TARGET_PANEL,
+    ),
+]
+ImageUri = Annotated[
+    str | None,
+    typer.Option(
+        "--image-uri",
+        metavar="URL",
+        help="Legacy unmanaged image: the VHD's blob URL.",
+        rich_help_panel=TARGET_PANEL,
+    ),
+]
+VmSize = Annotated[
+    str | None,
+    typer.Option(
+        "--vm-size",
+        metavar="SIZE",
+        help="New VM size, e.g. Standard_D4s_v5.",
+        rich_help_panel=TARGET_PANEL,
+    ),
+]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _backend(
+    resource_group: str, name: str, subscription: str | None, endpoint: str | None
+) -> AzureBackend:
+    try:
+        from ..backends.azure import AzureBackend, connect
+    except ImportError:
+        raise InputError(AZURE_EXTRA) from None
+    client, counter = connect(subscription, endpoint)
+    return AzureBackend(client, resource_group, name, counter)
+
+
+def _poll_interval(text: str) -> Any:
+    from ..backends.realtime import PollInterval
+
+    low, _, high = text.partition(":")
+    try:
+        lo = float(low)
+        hi = float(high) if high else max(lo, 30.0)
+    except ValueError:
+        raise InputError(
+            f"--poll-interval: expected MIN or MIN:MAX seconds, got {text!r}"
+        ) from None
+    if not 0 < lo <= hi:
+        raise InputError(f"--poll-interval: need 0 < MIN <= MAX, got {text!r}")
+    return PollInterval(lo, hi)
+
+
+def _engine_options(flags: Mapping[str, Any]) -> EngineOptions:
+    parsed = parse_engine_flags({k: flags.get(k) for k in ENGINE_FLAGS})
+    return merge_engine_options(EngineOptions(), parsed)
+
+
+def _target(current: ModelVersion, flags: Mapping[str, Any]) -> ModelVersion:
+    return target_model(
+        current,
+        image_version=flags.get("image_version"),
+        image_sku=flags.get("image_sku"),
+        image_id=flags.get("image_id"),
+        image_uri=flags.get("image_uri"),
+        vm_size=flags.get("vm_size"),
+    )
+
+
+def state_of(inst: Instance) -> str:
+    """One word per instance for the heat map."""
+    if inst.provisioning is ProvisioningState.FAILED:
+        return "failed"
+    if inst.provisioning in (
+        ProvisioningState.UPDATING,
+        ProvisioningState.CREATING,
+        ProvisioningState.DELETING,
+    ):
+        return "upgrading"
+    if inst.power is not PowerState.RUNNING:
+        return "stopped"
+    if inst.health is Health.UNHEALTHY:
+        return "unhealthy"
+    if inst.health is Health.UNKNOWN:
+        return "upgrading"
+    return "latest" if inst.latest_model_applied else "outdated"
+
+
+STYLES = {
+    "latest": "green",
+    "outdated": "blue",
+    "upgrading": "yellow",
+    "unhealthy": "red",
+    "failed": "bold red reverse",
+    "stopped": "bright_black",
+}
+
+
+def heat_map(instances: list[Instance]) -> Table:
+    """Instances by update domain (rows; per zone when zonal) x fault domain (columns)."""
+    fds = sorted({i.fault_domain for i in instances})
+    rows = sorted({(i.zone, i.update_domain) for i in instances})
+    table = Table(title="instances by update domain x fault domain", title_justify="left")
+    table.add_column("zone / UD" if any(z for z, _ in rows) else "UD", justify="right")
+    for fd in fds:
+        table.add_column(f"FD {fd}")
+    cells: dict[tuple[str, int, int], list[Instance]] = {}
+    for inst in sorted(
+        instances, key=lambda i: int(i.instance_id) if i.instance_id.isdigit() else 0
+    ):
+        cells.setdefault((inst.zone, inst.update_domain, inst.fault_domain), []).append(inst)
+    for zone, ud in rows:
+        label = f"{zone}/{ud}" if zone else str(ud)
+        row: list[Text | str] = [label]
+        for fd in fds:
+            text = Text()
+            for inst in cells.get((zone, ud, fd), []):
+                if text:
+                    text.append(" ")
+                text.append(inst.instance_id, style=STYLES[state_of(inst)])
+            row.append(text)
+        table.add_row(*row)
+    legend = Text("  ".join(f"{k}" for k in STYLES))
+    for k, style in STYLES.items():
+        legend.highlight_words([k], style)
+    table.caption = legend
+    return table
+
+
+def _instance_json(inst: Instance) -> dict[str, Any]:
+    return {
+        "instance_id": inst.instance_id,
+        "update_domain": inst.update_domain,
+        "fault_domain": inst.fault_domain,
+        "zone": inst.zone,
+        "state": state_of(inst),
+        "latest_model_applied": inst.latest_model_applied,
+        "provisioning": inst.provisioning.value,
+        "power": inst.power.value,
+        "health": inst.health.value,
+        "model": str(inst.model) if inst.model else None,
+    }
+
+
+# --------------------------------------------------------------------------- status
+
+
+def status(
+    resource_group: ResourceGroup,
+    name: Name,
+    subscription: Subscription = None,
+    arm_endpoint: ArmEndpoint = None,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Show a scale set: its model, upgrade policy, health source, and a heat map
+    of instances by update domain x fault domain coloured by state."""
+    backend = _backend(resource_group, name, subscription, arm_endpoint)
+    scale_set, instances = backend.read()
+    counts: dict[str, int] = {}
+    for inst in instances:
+        counts[state_of(inst)] = counts.get(state_of(inst), 0) + 1
+    data = {
+        "scale_set": backend.scale_set_id,
+        "model": {"image": str(scale_set.model.image), "vm_size": scale_set.model.vm_size},
+        "upgrade_policy": scale_set.upgrade_mode.value,
+        "rolling_policy": dataclasses.asdict(scale_set.rolling_policy),
+        "health_source": backend.health_source,
+        "capacity": scale_set.capacity,
+        "counts": counts,
+        "instances": [_instance_json(i) for i in instances],
+        "requests": dict(backend.counter.attempts),
+    }
+    if json:
+        output.print_json(data)
+        return
+    console = output.stdout_console()
+    console.print(f"[bold]{scale_set.name}[/]  {backend.scale_set_id}", soft_wrap=True)
+    console.print(
+        f"model: {scale_set.model}   policy: {scale_set.upgrade_mode.value}   "
+        f"health: {backend.health_source}",
+        soft_wrap=True,
+    )
+    console.print(heat_map(instances))
+    console.print("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def plan(
+    resource_group: ResourceGroup,
+    name: Name,
+    strategy: Strategy,
+    image_version: ImageVersion = None,
+    image_sku: ImageSku = None,
+    image_id: ImageId = None,
+    image_uri: ImageUri = None,
+    vm_size: VmSize = None,
+    scenario_path: Annotated[
+        str | None,
+        typer.Option(
+            "--scenario",
+            metavar="FILE.toml",
+            help="Timings, faults and demand to simulate with (the topology is the "
+            "live one). Default: the built-in scenario's.",
+        ),
+    ] = None,
+    runs: Annotated[int, typer.Option("--runs", help="Simulated runs.")] = 100,
+    only_instances: OnlyInstances = None,
+    only_update_domains: OnlyUpdateDomains = None,
+    only_fault_domains: OnlyFaultDomains = None,
+    only_zones: OnlyZones = None,
+    max_unhealthy: MaxUnhealthy = None,
+    max_unhealthy_upgraded: MaxUnhealthyUpgraded = None,
+    pause: Pause = None,
+    health_timeout: HealthTimeout = None,
+    canary: Canary = None,
+    bake: Bake = None,
+    checkpoints: Checkpoints = None,
+    on_failure: OnFailure = None,
+    subscription: Subscription = None,
+    arm_endpoint: ArmEndpoint = None,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Read the live topology, print the waves in order and predict duration,
+    lowest serving capacity and outage risk by simulating them. Changes nothing."""
+    flags = locals()
+    spec = strategy.strip()
+    registry.make(spec)
+    options = _engine_options(flags)
+    backend = _backend(resource_group, name, subscription, arm_endpoint)
+    scale_set, instances = backend.read()
+    target = _target(scale_set.model, flags)
+    result = predict(instances, target, spec, options, scenario_path, runs)
+    from ..backends.upgrade import UpgradeRequest, policy_action
+
+    try:
+        action: str = policy_action(scale_set, UpgradeRequest(target, spec))
+    except InputError as exc:
+        action = f"refused: {exc}"
+    data = {
+        "scale_set": backend.scale_set_id,
+        "current": str(scale_set.model),
+        "target": str(target),
+        "policy": scale_set.upgrade_mode.value,
+        "policy_action": action,
+        **result,
+        "requests": dict(backend.counter.attempts),
+    }
+    if json:
+        output.print_json(data)
+        return
+    console = output.stdout_console()
+    console.print(f"{backend.scale_set_id}\n  {scale_set.model}\n  -> {target}", soft_wrap=True)
+    console.print(f"policy {scale_set.upgrade_mode.value}: {action}", soft_wrap=True)
+    if not result["waves"]:
+        console.print("nothing to do: every instance in scope runs the target model")
+        return
+    table = Table(title=f"{spec}: {len(result['waves'])} waves", title_justify="left")
+    table.add_column("wave", justify="right")
+    table.add_column("instances")
+    for i, wave in enumerate(result["waves"], 1):
+        table.add_row(str(i), " ".join(wave))
+    console.print(table)
+    s = result["simulation"]
+    console.print(
+        f"predicted over {s['runs']} simulated runs: duration p50 "
+        f"{output.fmt_duration(s['duration_s']['p50'])}, p95 "
+        f"{output.fmt_duration(s['duration_s']['p95'])}; lowest serving "
+        f"{int(s['min_serving']['min'])} of {len(instances)}; outage in "
+        f"{result['outage_runs']} of {s['runs']} runs",
+        soft_wrap=True,
+    )
+
+
+def predict(
+    instances: list[Instance],
+    target: ModelVersion,
+    spec: str,
+    options: EngineOptions,
+    scenario_path: str | None,
+    runs: int,
+) -> dict[str, Any]:
+    """Waves and a Monte Carlo prediction of ``spec`` on a live topology."""
+    pending = frozenset(
+        i.instance_id for i in instances if not (i.model == target and i.latest_model_applied)
+    )
+    base = load_scenario(scenario_path)
+    scenario = dataclasses.replace(base, instances=len(instances) or 1)
+    in_scope = [
+        i
+        for i in instances
+        if i.instance_id in pending
+        and options.scope.covers(i.instance_id, i.update_domain, i.fault_domain, i.zone)
+    ]
+    if not in_scope:
+        return {"waves": [], "simulation": None, "outage_runs": 0}
+    scope = Scope(instances=frozenset(i.instance_id for i in in_scope))
+    scenario = dataclasses.replace(scenario, engine=dataclasses.replace(options, scope=scope))
+    recorded = run_once(scenario, spec, derive_seed(scenario.seed, 0), record=True, fleet=instances)
+    results = run_many(scenario, spec, runs, scenario.seed, fleet=instances)
+    return {
+        "waves": [list(w) for w in recorded.waves()],
+        "simulation": summarize(spec, scenario.seed, results),
+        "outage_runs": sum(r.outage_s > 0 for r in results),
+    }
+
+
+# --------------------------------------------------------------------------- upgrade
+
+
+class _Stopper:
+    """First Ctrl-C or SIGTERM: stop after the waves in flight. Second Ctrl-C: now."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if self.requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.requested = True
+            output.stderr_console().print(
+                "stopping after the instances in flight (Ctrl-C again to stop at once)",
+                style="yellow",
+            )
+
+        old_int = signal.signal(signal.SIGINT, handler)
+        old_term = signal.signal(signal.SIGTERM, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
+
+
+class _LiveView:
+    """Heat map, progress and the latest events; a plain event log when not a TTY."""
+
+    def __init__(self, backend: AzureBackend, scope: int, enabled: bool) -> None:
+        self.backend = backend
+        self.scope = scope
+        self.done = 0
+        self.failed = 0
+        self.log: deque[str] = deque(maxlen=12)
+        self.console = output.stderr_console()
+        self.enabled = enabled and self.console.is_terminal
+        self.quiet = not enabled
+        self.live: Live | None = None
+
+    def event(self, event: Event) -> None:
+        if event.kind is EventKind.INSTANCE_HEALTHY:
+            self.done += 1
+        elif event.kind in (EventKind.INSTANCE_FAILED, EventKind.INSTANCE_UNHEALTHY):
+            self.failed += 1
+        if event.kind in (EventKind.INSTANCE_UPGRADED,):
+            return
+        ids = " ".join(event.instances[:12]) + (" ..." if len(event.instances) > 12 else "")
+        line = f"{time.strftime('%H:%M:%S')} {event.kind.value} {ids} {event.detail}".rstrip()
+        self.log.append(line)
+        if self.live is not None:
+            self.live.update(self.render())
+        elif not self.quiet:
+            self.console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+    def render(self) -> Group:
+        instances = self.backend.known_instances()
+        progress = Text(f"{self.done} of {self.scope} done, {self.failed} failed or unhealthy")
+        return Group(heat_map(instances), progress, Text("\n".join(self.log)))
+
+    @contextmanager
+    def shown(self) -> Iterator[None]:
+        if not self.enabled:
+            yield
+            return
+        with Live(self.render(), console=self.console, refresh_per_second=4) as live:
+            self.live = live
+            try:
+                yield
+            finally:
+                self.live = None
+
+
+def upgrade(
+    resource_group: ResourceGroup,
+    name: Name,
+    strategy: Strategy,
+    image_version: ImageVersion = None,
+    image_sku: ImageSku = None,
+    image_id: ImageId = None,
+    image_uri: ImageUri = None,
+    vm_size: VmSize = None,
+    only_instances: OnlyInstances = None,
+    only_update_domains: OnlyUpdateDomains = None,
+    only_fault_domains: OnlyFaultDomains = None,
+    only_zones: OnlyZones = None,
+    max_unhealthy: MaxUnhealthy = None,
+    max_unhealthy_upgraded: MaxUnhealthyUpgraded = None,
+    pause: Pause = None,
+    health_timeout: HealthTimeout = None,
+    canary: Canary = None,
+    bake: Bake = None,
+    checkpoints: Checkpoints = None,
+    on_failure: OnFailure = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    no_wait: Annotated[
+        bool,
+        typer.Option(
+            "--no-wait",
+            help="Update the model, start the first wave and return; continue with "
+            "`vmss-rollout resume`.",
+        ),
+    ] = False,
+    allow_automatic: Annotated[
+        bool,
+        typer.Option(
+            "--allow-automatic",
+            help="Accept that policy Automatic upgrades every instance at once.",
+            rich_help_panel=AZURE_PANEL,
+        ),
+    ] = False,
+    switch_to_manual: Annotated[
+        bool,
+        typer.Option(
+            "--switch-to-manual",
+            help="Policy Rolling: switch to Manual for the rollout and restore Rolling afterwards.",
+            rich_help_panel=AZURE_PANEL,
+        ),
+    ] = False,
+    poll_interval: PollEvery = "5:30",
+    journal: JournalPath = None,
+    subscription: Subscription = None,
+    arm_endpoint: ArmEndpoint = None,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Upgrade a scale set with a strategy: show the plan, confirm, update the
+    model, run the waves with a live view, and journal every step.
+
+    Ctrl-C (or SIGTERM) stops after the instances in flight and prints how to
+    resume; a second Ctrl-C stops at once.
+    """
+    flags = locals()
+    spec = strategy.strip()
+    registry.make(spec)
+    options = _engine_options(flags)
+    interval = _poll_interval(poll_interval)
+    backend = _backend(resource_group, name, subscription, arm_endpoint)
+    scale_set, instances = backend.read()
+    target = _target(scale_set.model, flags)
+    _run_upgrade(
+        backend,
+        scale_set,
+        instances,
+        target,
+        spec,
+        options,
+        interval,
+        Journal(journal),
+        yes=yes,
+        no_wait=no_wait,
+        allow_automatic=allow_automatic,
+        switch_to_manual=switch_to_manual,
+        json=json,
+    )
+
+
+def _run_upgrade(
+    backend: AzureBackend,
+    scale_set: Any,
+    instances: list[Instance],
+    target: ModelVersion,
+    spec: str,
+    options: EngineOptions,
+    interval: Any,
+    journal: Journal,
+    *,
+    yes: bool,
+    no_wait: bool,
+    allow_automatic: bool,
+    switch_to_manual: bool,
+    json: bool,
+    resume: RolloutRecord | None = None,
+    previous: ModelVersion | None = None,
+) -> None:
+    from ..backends.upgrade import UpgradeRequest, execute, is_noop, policy_action, summary
+
+    request = UpgradeRequest(target, spec, options, allow_automatic, switch_to_manual, no_wait)
+    err = output.stderr_console()
+    if is_noop(scale_set, instances, target):
+        if resume is not None:
+            journal.finish(resume.id, "completed", "", time.time())
+        if json:
+            output.print_json(
+                {
+                    "scale_set": backend.scale_set_id,
+                    "completed": True,
+                    "noop": True,
+                    "target": str(target),
+                }
+            )
+        else:
+            err.print(f"nothing to do: {backend.where} already runs {target}", soft_wrap=True)
+        return
+    action = policy_action(scale_set, request)
+    active = journal.active(backend.scale_set_id)
+    if active is not None and (resume is None or active.id != resume.id):
+        raise InputError(
+            f"rollout {active.id} of this scale set is running (started "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(active.started_at))} UTC, "
+            f"{active.strategy}); wait for it or `vmss-rollout resume {active.id}`"
+        )
+    preview = predict(instances, target, spec, options, None, 1)
+    waves = preview["waves"]
+    if not json or not yes:
+        err.print(f"{backend.where}: {scale_set.model} -> {target}", soft_wrap=True)
+        err.print(
+            f"policy {scale_set.upgrade_mode.value} ({action}); health from "
+            f"{backend.health_source}; {spec}: {len(waves)} waves "
+            f"(first: {' '.join(waves[0]) if waves else '-'})",
+            soft_wrap=True,
+        )
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InputError("confirmation needed: pass --yes to upgrade without a prompt")
+        if not typer.confirm("Proceed?", default=False):
+            err.print("nothing changed")
+            raise typer.Exit(0)
+    scope = len({i for w in waves for i in w})
+    view = _LiveView(backend, scope, enabled=not json)
+    stopper = _Stopper()
+    try:
+        with stopper.installed(), view.shown():
+            result = execute(
+                backend,
+                scale_set,
+                instances,
+                request,
+                journal,
+                listener=view.event,
+                should_stop=stopper,
+                interval=interval,
+                resume=resume,
+                previous=previous,
+            )
+    except KeyboardInterrupt:
+        record = journal.active(backend.scale_set_id)
+        if record is not None:
+            journal.mark_interrupted(record.id, "stopped at once (second Ctrl-C)", time.time())
+            err.print(f"stopped; continue with: vmss-rollout resume {record.id}")
+        raise
+    data = summary(result, dict(backend.counter.attempts))
+    data["requests_total"] = backend.counter.total
+    if json:
+        output.print_json(data)
+    else:
+        o = result.outcome
+        if result.started_only:
+            err.print(
+                f"started rollout {result.record.id}; follow with `vmss-rollout status "
+                f"-g {backend.resource_group} -n {backend.name}`, continue with "
+                f"`vmss-rollout resume {result.record.id}`",
+                soft_wrap=True,
+            )
+        elif o.interrupted:
+            err.print(
+                f"stopped: {o.reason}; continue with: vmss-rollout resume {result.record.id}",
+                soft_wrap=True,
+            )
+        else:
+            verdict = "completed" if o.completed else f"halted: {o.reason}"
+            err.print(
+                f"rollout {result.record.id} {verdict}: {o.upgraded} upgraded, "
+                f"{o.failed + o.unhealthy} failed or unhealthy"
+                + ("; rolled back" if o.rolled_back else ""),
+                soft_wrap=True,
+            )
+        err.print(f"{backend.counter.total} ARM requests", soft_wrap=True)
+    o = result.outcome
+    if o.interrupted and not result.started_only:
+        raise typer.Exit(130)
+    if o.halted or o.failed or o.unhealthy:
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- resume, history
+
+
+def resume(
+    rollout_id: Annotated[
+        str | None, typer.Argument(metavar="[ROLLOUT-ID]", help="The rollout to continue.")
+    ] = None,
+    resource_group: Annotated[
+        str | None, typer.Option("--resource-group", "-g", rich_help_panel=AZURE_PANEL)
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n", rich_help_panel=AZURE_PANEL)] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    poll_interval: PollEvery = "5:30",
+    journal: JournalPath = None,
+    subscription: Subscription = None,
+    arm_endpoint: ArmEndpoint = None,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Continue a rollout from the journal and the live state: instances already
+    on the target are not upgraded again (Azure is the source of truth)."""
+    book = Journal(journal)
+    if rollout_id:
+        record = book.get(rollout_id)
+    elif resource_group and name:
+        candidates = [
+            r
+            for r in book.history(None, limit=200)
+            if r.scale_set_id.lower().endswith(
+                f"/resourcegroups/{resource_group}/providers/microsoft.compute/"
+                f"virtualmachinescalesets/{name}".lower()
+            )
+        ]
+        if not candidates:
+            raise InputError(f"no rollout of scale set {name} in {resource_group} in the journal")
+        record = candidates[0]
+    else:
+        raise InputError("give a ROLLOUT-ID, or -g RESOURCE-GROUP -n NAME")
+    if record.state == "completed":
+        raise InputError(f"rollout {record.id} already completed")
+    rg, vmss = _names_from_id(record.scale_set_id)
+    backend = _backend(rg, vmss, subscription, arm_endpoint)
+    scale_set, instances = backend.read()
+    target = model_from_dict(record.target_model)
+    previous = model_from_dict(record.previous_model)
+    options = EngineOptions.from_mapping(record.options, "journal options")
+    _run_upgrade(
+        backend,
+        scale_set,
+        instances,
+        target,
+        record.strategy,
+        options,
+        _poll_interval(poll_interval),
+        book,
+        yes=yes,
+        no_wait=False,
+        allow_automatic=True,
+        switch_to_manual=True,
+        json=json,
+        resume=record,
+        previous=previous,
+    )
+
+
+def _names_from_id(scale_set_id: str) -> tuple[str, str]:
+    parts = scale_set_id.split("/")
+    lower = [p.lower() for p in parts]
+    try:
+        rg = parts[lower.index("resourcegroups") + 1]
+        name = parts[lower.index("virtualmachinescalesets") + 1]
+    except (ValueError, IndexError):
+        raise InputError(f"journal: cannot read a scale set id from {scale_set_id!r}") from None
+    return rg, name
+
+
+def history(
+    resource_group: Annotated[str | None, typer.Option("--resource-group", "-g")] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n")] = None,
+    journal: JournalPath = None,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Past and running rollouts from the journal, newest first."""
+    records = Journal(journal).history(None, limit=200)
+    if resource_group or name:
+        records = [r for r in records if _matches(r.scale_set_id, resource_group, name)]
+    if json:
+        output.print_json([r.to_json() for r in records])
+        return
+    table = Table(title="rollouts", title_justify="left")
+    for col in (
+        "id",
+        "scale set",
+        "strategy",
+        "state",
+        "started (UTC)",
+        "upgraded",
+        "failed",
+        "reason",
+    ):
+        table.add_column(col)
+    for r in records:
+        rg, vmss = _names_from_id(r.scale_set_id)
+        table.add_row(
+            r.id,
+            f"{rg}/{vmss}",
+            r.strategy,
+            r.state,
+            time.strftime("%Y-%m-%d %H:%M", time.gmtime(r.started_at)),
+            str(r.upgraded),
+            str(r.failed),
+            r.reason,
+        )
+    output.stdout_console().print(table)
+
+
+def _matches(scale_set_id: str, resource_group: str | None, name: str | None) -> bool:
+    try:
+        rg, vmss = _names_from_id(scale_set_id)
+    except InputError:
+        return False
+    return (resource_group is None or rg.lower() == resource_group.lower()) and (
+        name is None or vmss.lower() == name.lower()
+    )
+
+
+COMMANDS: tuple[Callable[..., None], ...] = (status, plan, upgrade, resume, history)
