@@ -267,6 +267,25 @@ class AzureBackend:
     def deallocate(self, instance_ids: Sequence[str]) -> None:
         self._instance_action("deallocate", instance_ids)
 
+    def rolling_upgrade_status(self) -> dict[str, Any] | None:
+        """``rollingUpgrades/latest`` as JSON, or None when none ever ran."""
+        try:
+            with arm_errors(f"the rolling upgrade of {self.where}", changed=True):
+                status = self.client.virtual_machine_scale_set_rolling_upgrades.get_latest(
+                    self.resource_group, self.name
+                )
+        except BackendError as exc:
+            if "not found" in str(exc):
+                return None
+            raise
+        return dict(status.as_dict())
+
+    def cancel_rolling_upgrade(self) -> None:
+        with arm_errors(f"cancelling the rolling upgrade of {self.where}", changed=True):
+            self.client.virtual_machine_scale_set_rolling_upgrades.begin_cancel(
+                self.resource_group, self.name, polling=False
+            )
+
     def add_instances(self, count: int) -> None:
         """Surge: raise the capacity; new instances come up on the current model."""
         self.changed = True

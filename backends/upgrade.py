@@ -34,6 +34,10 @@ class ScaleSetBackend(Backend, Protocol):
 
     def set_upgrade_mode(self, mode: str) -> str | None: ...
 
+    def rolling_upgrade_status(self) -> dict[str, Any] | None: ...
+
+    def cancel_rolling_upgrade(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class UpgradeRequest:
@@ -118,6 +122,18 @@ def execute(
         if listener is not None:
             listener(event)
 
+    if action == "native-rolling":
+        outcome = follow_rolling(
+            backend,
+            scale_set,
+            instances,
+            request,
+            on_event,
+            should_stop=should_stop,
+            interval=interval or PollInterval(),
+            clock=time.monotonic,
+        )
+        return _finish(journal, record, outcome, action)
     rollout = Rollout(
         scale_set.model,
         request.target,
@@ -155,12 +171,132 @@ def execute(
     if request.no_wait and not rollout.finished:
         record = journal.mark_interrupted(record.id, "--no-wait: started, not followed", wall())
         return UpgradeResult(record, outcome, action, started_only=True)
+    return _finish(journal, record, outcome, action, wall)
+
+
+def _finish(
+    journal: Journal,
+    record: RolloutRecord,
+    outcome: Outcome,
+    action: PolicyAction,
+    wall: Callable[[], float] = time.time,
+) -> UpgradeResult:
     if outcome.interrupted:
         record = journal.mark_interrupted(record.id, outcome.reason, wall())
     else:
         state = "completed" if outcome.completed else "halted"
         record = journal.finish(record.id, state, outcome.reason, wall())
     return UpgradeResult(record, outcome, action)
+
+
+_TERMINAL = {"completed", "faulted", "cancelled"}
+
+
+def follow_rolling(
+    backend: ScaleSetBackend,
+    scale_set: ScaleSetModel,
+    instances: list[Instance],
+    request: UpgradeRequest,
+    emit: Callable[[Event], None],
+    *,
+    should_stop: Callable[[], bool],
+    interval: PollInterval,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None] = time.sleep,
+) -> Outcome:
+    """Policy Rolling with ``azure-rolling``: change the model, let the platform
+    roll it out, and follow ``rollingUpgrades/latest`` (one GET and one list per
+    poll). A stop request cancels the platform's rolling upgrade."""
+    started = clock()
+    phase = "rolling"
+    emit(
+        Event(
+            started,
+            EventKind.ROLLOUT_STARTED,
+            phase,
+            detail=f"platform rolling upgrade: {scale_set.model} -> {request.target}",
+        )
+    )
+    backend.update_model(request.target, scale_set.etag)
+    emit(Event(clock(), EventKind.MODEL_UPDATED, phase, detail=str(request.target)))
+    done: set[str] = set()
+    cancelled = False
+    status: dict[str, Any] = {}
+    while True:
+        obs = backend.poll()
+        now = clock()
+        for inst in obs.changed:
+            on_target = inst.model == request.target and inst.latest_model_applied
+            if on_target and inst.serving and inst.instance_id not in done:
+                done.add(inst.instance_id)
+                emit(
+                    Event(
+                        now,
+                        EventKind.INSTANCE_HEALTHY,
+                        phase,
+                        (inst.instance_id,),
+                        detail="upgraded by the platform",
+                    )
+                )
+        status = backend.rolling_upgrade_status() or {}
+        code = str(_path(status, "properties", "runningStatus", "code") or "").lower()
+        if code in _TERMINAL:
+            break
+        if should_stop() and not cancelled:
+            cancelled = True
+            backend.cancel_rolling_upgrade()
+            emit(
+                Event(
+                    now,
+                    EventKind.HALTED,
+                    phase,
+                    detail="interrupted: cancelled the platform's rolling upgrade",
+                )
+            )
+        sleep(interval.next(bool(obs.changed)))
+    progress = _path(status, "properties", "progress") or {}
+    error = _path(status, "properties", "error", "message") or ""
+    finished = clock()
+    completed = code == "completed"
+    reason = (
+        ""
+        if completed
+        else (
+            "interrupted" if cancelled else f"platform rolling upgrade {code}: {error}".rstrip(": ")
+        )
+    )
+    emit(
+        Event(
+            finished,
+            EventKind.ROLLOUT_FINISHED,
+            phase,
+            detail="completed" if completed else f"halted: {reason}",
+        )
+    )
+    return Outcome(
+        completed=completed,
+        halted=not completed and not cancelled,
+        reason=reason,
+        rolled_back=False,
+        interrupted=cancelled,
+        scope=sum(
+            1 for i in instances if not (i.model == request.target and i.latest_model_applied)
+        ),
+        upgraded=int(progress.get("successfulInstanceCount", len(done))),
+        unhealthy=0,
+        failed=int(progress.get("failedInstanceCount", 0)),
+        gone=0,
+        started_at=started,
+        finished_at=finished,
+    )
+
+
+def _path(data: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
 
 
 def predicted_waves(events: list[Event]) -> list[tuple[str, ...]]:
