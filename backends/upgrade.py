@@ -144,9 +144,11 @@ def execute(
         previous=previous,
     )
     switched = False
+    etag = scale_set.etag
     try:
         if action == "switch-to-manual":
-            backend.set_upgrade_mode(UpgradeMode.MANUAL.value)
+            # our own change moves the etag: the model update must use the new one
+            etag = backend.set_upgrade_mode(UpgradeMode.MANUAL.value)
             switched = True
         started = [False]
 
@@ -158,7 +160,7 @@ def execute(
         run(
             rollout,
             backend,
-            etag=scale_set.etag,
+            etag=etag,
             interval=interval,
             clock=time.monotonic,
             should_stop=should_stop,

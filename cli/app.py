@@ -23,6 +23,7 @@ from ..sim.runner import derive_seed, run_many, run_once, summarize
 from ..sim.scenario import Scenario, load_scenario
 from ..strategies import registry
 from . import operate, output
+from .emulate import emulate
 from .options import (
     DEBUG_KEY,
     BadImage,
@@ -498,8 +499,13 @@ def _is_hypothesis(exc: ImportError) -> bool:
 
 for _command in operate.COMMANDS:
     app.command()(_command)
+app.command()(emulate)
 
 
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":
+    main()

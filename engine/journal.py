@@ -293,14 +293,16 @@ def _prepare_file(path: Path) -> None:
     if not parent.exists():
         parent.mkdir(parents=True, exist_ok=True)
         os.chmod(parent, 0o700)  # explicitly: mkdir's mode is masked by the umask
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    # Never open() an existing journal here: closing any descriptor of a file
+    # drops every POSIX lock this process holds on it, including those of another
+    # open SQLite connection, which can corrupt the database. Create only.
     try:
-        st = os.fstat(fd)
-        if _owned(st) and st.st_mode & 0o777 != 0o600 and hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o600)
-    finally:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except FileExistsError:
+        pass
+    else:
         os.close(fd)
-    for suffix in ("-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm"):
         side = path.with_name(path.name + suffix)
         try:
             st = side.stat()
