@@ -27,6 +27,7 @@ from ..engine.events import Event, EventKind
 from ..engine.journal import Journal, RolloutRecord, model_from_dict
 from ..engine.model import Health, Instance, ModelVersion, PowerState, ProvisioningState
 from ..engine.options import EngineOptions, Scope
+from ..engine.rollout import check_scope
 from ..engine.target import target_model
 from ..sim.runner import derive_seed, run_many, run_once, summarize
 from ..sim.scenario import load_scenario
@@ -879,4 +880,95 @@ def _matches(scale_set_id: str, resource_group: str | None, name: str | None) ->
     )
 
 
-COMMANDS: tuple[Callable[..., None], ...] = (status, plan, upgrade, resume, history)
+# --------------------------------------------------------------------------- instance actions
+
+#: action -> (backend method, what the instance looks like when it is done)
+ACTIONS: dict[str, tuple[str, Callable[[Instance], bool]]] = {
+    "start": ("start", lambda i: i.power is PowerState.RUNNING),
+    "restart": ("restart", lambda i: i.power is PowerState.RUNNING),
+    "power-off": ("power_off", lambda i: i.power is PowerState.STOPPED),
+    "deallocate": ("deallocate", lambda i: i.power is PowerState.DEALLOCATED),
+    "reimage": ("reimage", lambda i: i.provisioning is ProvisioningState.SUCCEEDED),
+}
+
+
+def instances(
+    action: Annotated[str, typer.Argument(metavar="ACTION", help=f"One of: {', '.join(ACTIONS)}.")],
+    resource_group: ResourceGroup,
+    name: Name,
+    only_instances: OnlyInstances = None,
+    only_update_domains: OnlyUpdateDomains = None,
+    only_fault_domains: OnlyFaultDomains = None,
+    only_zones: OnlyZones = None,
+    every: Annotated[bool, typer.Option("--all", help="Every instance of the scale set.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once requested.")] = False,
+    poll_interval: PollEvery = "5:30",
+    subscription: Subscription = None,
+    arm_endpoint: ArmEndpoint = None,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Start, restart, power off, deallocate or reimage selected instances, or a
+    whole update domain, fault domain or zone (what the old scale-set editor
+    did per domain and per VM), then wait until they are done."""
+    if action not in ACTIONS:
+        raise InputError(f"unknown action {action!r} (valid: {', '.join(ACTIONS)})")
+    flags = locals()
+    scope = _engine_options(flags).scope
+    if scope.is_everything and not every:
+        raise InputError(
+            "choose instances with --only-instances/--only-update-domains/"
+            "--only-fault-domains/--only-zones, or --all"
+        )
+    interval = _poll_interval(poll_interval)
+    backend = _backend(resource_group, name, subscription, arm_endpoint)
+    _, fleet = backend.read()
+    check_scope(scope, fleet)
+    ids = [
+        i.instance_id
+        for i in fleet
+        if scope.covers(i.instance_id, i.update_domain, i.fault_domain, i.zone)
+    ]
+    err = output.stderr_console()
+    if not ids:
+        raise InputError("the filters select no instance")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InputError(f"confirmation needed: pass --yes to {action} {len(ids)} instances")
+        if not typer.confirm(
+            f"{action} {len(ids)} instances ({' '.join(ids[:20])}"
+            f"{' ...' if len(ids) > 20 else ''})?",
+            default=False,
+        ):
+            err.print("nothing changed")
+            raise typer.Exit(0)
+    method, finished = ACTIONS[action]
+    getattr(backend, method)(ids)
+    waiting = set(ids)
+    while waiting and not no_wait:
+        time.sleep(interval.next(False))  # real time: the instances are real
+        current = {i.instance_id: i for i in backend.list_instances()}
+        waiting = {
+            i
+            for i in waiting
+            if i in current
+            and (current[i].provisioning is ProvisioningState.UPDATING or not finished(current[i]))
+        }
+    result = {
+        "action": action,
+        "instances": ids,
+        "waited": not no_wait,
+        "requests": dict(backend.counter.attempts),
+    }
+    if json:
+        output.print_json(result)
+    else:
+        err.print(
+            f"{action}: {len(ids)} instances {'requested' if no_wait else 'done'} "
+            f"({backend.counter.total} ARM requests)",
+            soft_wrap=True,
+        )
+
+
+COMMANDS: tuple[Callable[..., None], ...] = (status, plan, upgrade, resume, history, instances)

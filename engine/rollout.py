@@ -104,7 +104,7 @@ class Outcome:
     finished_at: float
 
 
-def _check_scope(scope: Scope, fleet: Iterable[Instance]) -> None:
+def check_scope(scope: Scope, fleet: Iterable[Instance]) -> None:
     """A scope value that matches no instance is a typo, not an empty rollout."""
     present: dict[str, set[Any]] = {
         "instances": set(),
@@ -271,7 +271,7 @@ class Rollout:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         scope = self.options.scope
-        _check_scope(scope, self.fleet.values())
+        check_scope(scope, self.fleet.values())
         infos = [
             InstanceInfo(i.instance_id, i.update_domain, i.fault_domain, i.zone, i.serving)
             for i in self.fleet.values()

@@ -64,7 +64,9 @@ class Emulated:
         self.journal = tmp / "journal.sqlite"
         self.env = {k: v for k, v in os.environ.items() if k not in IDENTITY_VARS}
         self.env.update(info["env"])
-        self.env.pop("VMSS_ROLLOUT_ARM_ENDPOINT")  # the tests pass --arm-endpoint
+        # the tests pass --arm-endpoint too; the variable stays as a guard, so that no
+        # command can ever fall back to the public endpoint
+
         self.env["VMSS_ROLLOUT_JOURNAL"] = str(self.journal)
         self.env["COLUMNS"] = "200"
         self.version = 1
@@ -75,7 +77,7 @@ class Emulated:
 
     def cli(self, *args: str, check_json: bool = False) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "vmss_rollout.cli.app", *args]
-        if args and args[0] in ("status", "plan", "upgrade", "resume"):
+        if args and args[0] in ("status", "plan", "upgrade", "resume", "instances"):
             command += ["--arm-endpoint", self.info["endpoint"]]
         result = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=120)
         if check_json:
@@ -344,3 +346,56 @@ def test_requests_per_instance_for_a_100_instance_update_domain_rollout(
             f"\nARM requests for a 100-instance update-domain rollout: {total} "
             f"({total / 100:.2f} per instance): {emu.admin('requests')['by_operation']}"
         )
+
+
+def test_power_actions_on_a_fault_domain_and_on_single_vms(emu: Emulated) -> None:
+    fd1 = [str(i) for i in range(30) if i % 3 == 1]  # instance i is in fault domain i % 3
+    off = emu.cli(
+        "instances",
+        "power-off",
+        "-g",
+        RG,
+        "-n",
+        emu.name,
+        "--only-fault-domains",
+        "1",
+        "--yes",
+        "--json",
+        "--poll-interval",
+        "0.05:0.2",
+    )
+    assert off.returncode == 0, off.stderr
+    assert json.loads(off.stdout)["instances"] == fd1
+    status = json.loads(emu.cli("status", "-g", RG, "-n", emu.name, "--json").stdout)
+    stopped = sorted(
+        (i["instance_id"] for i in status["instances"] if i["state"] == "stopped"), key=int
+    )
+    assert stopped == fd1
+    on = emu.cli(
+        "instances",
+        "start",
+        "-g",
+        RG,
+        "-n",
+        emu.name,
+        "--only-instances",
+        ",".join(fd1),
+        "--yes",
+        "--json",
+        "--poll-interval",
+        "0.05:0.2",
+    )
+    assert on.returncode == 0, on.stderr
+    status = json.loads(emu.cli("status", "-g", RG, "-n", emu.name, "--json").stdout)
+    assert status["counts"] == {"latest": 30}
+
+
+def test_instance_actions_need_a_selection_and_a_valid_action(emu: Emulated) -> None:
+    none = emu.cli("instances", "restart", "-g", RG, "-n", emu.name, "--yes")
+    assert none.returncode == 2 and "--all" in none.stderr
+    bad = emu.cli("instances", "explode", "-g", RG, "-n", emu.name, "--all", "--yes")
+    assert bad.returncode == 2 and "unknown action 'explode'" in bad.stderr
+    missing = emu.cli(
+        "instances", "restart", "-g", RG, "-n", emu.name, "--only-instances", "99", "--yes"
+    )
+    assert missing.returncode == 2 and "only_instances: 99 not in the scale set" in missing.stderr
