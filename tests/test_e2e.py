@@ -399,3 +399,50 @@ def test_instance_actions_need_a_selection_and_a_valid_action(emu: Emulated) -> 
         "instances", "restart", "-g", RG, "-n", emu.name, "--only-instances", "99", "--yes"
     )
     assert missing.returncode == 2 and "only_instances: 99 not in the scale set" in missing.stderr
+
+
+def test_ctrl_c_stops_after_the_wave_in_flight_and_resume_finishes(emu: Emulated) -> None:
+    import signal
+
+    emu.admin("reset-counts", {})
+    emu.version += 1
+    command = [
+        sys.executable,
+        "-m",
+        "vmss_rollout.cli.app",
+        "upgrade",
+        "-g",
+        RG,
+        "-n",
+        emu.name,
+        "--image-version",
+        f"{emu.version}.0.0",
+        "--strategy",
+        "batch:size=6",
+        "--yes",
+        "--arm-endpoint",
+        emu.info["endpoint"],
+        *FAST,
+    ]
+    proc = subprocess.Popen(command, env=emu.env, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:  # the event log: wait for the first wave, then Ctrl-C
+        lines.append(line)
+        if "wave_started" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.communicate(timeout=60)[1]
+    output = "".join(lines) + rest
+    assert proc.returncode == 130, output
+    assert "stopping after the instances in flight" in output
+    assert "continue with: vmss-rollout resume r-" in output
+    rollout = output.split("vmss-rollout resume ")[1].split()[0]
+    with Journal(emu.journal) as journal:
+        record = journal.get(rollout)
+        assert record.state == "interrupted"
+        assert record.upgraded == 6  # the wave in flight finished; nothing more started
+    assert sum(emu.upgrade_requests().values()) == 6
+    resumed = emu.cli("resume", rollout, "--yes", "--json", *FAST[:2])
+    assert resumed.returncode == 0, resumed.stderr
+    assert emu.upgrade_requests() == Counter({str(i): 1 for i in range(30)})
