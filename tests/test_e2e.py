@@ -446,3 +446,51 @@ def test_ctrl_c_stops_after_the_wave_in_flight_and_resume_finishes(emu: Emulated
     resumed = emu.cli("resume", rollout, "--yes", "--json", *FAST[:2])
     assert resumed.returncode == 0, resumed.stderr
     assert emu.upgrade_requests() == Counter({str(i): 1 for i in range(30)})
+
+
+def test_a_second_upgrade_of_the_same_scale_set_is_refused(emu: Emulated) -> None:
+    scale_set_id = (
+        f"/subscriptions/{emu.info['subscription']}/resourceGroups/{RG}/providers/"
+        f"Microsoft.Compute/virtualMachineScaleSets/{emu.name}"
+    )
+    with Journal(emu.journal) as journal:  # as a crashed (SIGKILLed) upgrade leaves it
+        running = journal.start(
+            scale_set_id=scale_set_id,
+            previous_model={},
+            target_model={},
+            strategy="one-at-a-time",
+            options={},
+            now=1.0e9,
+        )
+    try:
+        result, _ = emu.upgrade("--strategy", "batch")
+        assert result.returncode == 2
+        assert running.id in result.stderr and "running" in result.stderr
+    finally:
+        emu.version -= 1
+        with Journal(emu.journal) as journal:
+            journal.finish(running.id, "failed", "test", 1.0e9 + 1)
+
+
+def test_a_concurrent_model_change_stops_the_model_update(emu: Emulated) -> None:
+    from vmss_rollout.backends.azure import AzureBackend, connect
+    from vmss_rollout.engine.errors import ConcurrencyError
+    from vmss_rollout.engine.target import target_model
+
+    saved = dict(os.environ)
+    os.environ.update(emu.info["env"])
+    try:
+        client, counter = connect(emu.info["subscription"], emu.info["endpoint"])
+        backend = AzureBackend(client, RG, emu.name, counter)
+        scale_set, _ = backend.read()
+        from azure.mgmt.compute.models import VirtualMachineScaleSetUpdate
+
+        someone = VirtualMachineScaleSetUpdate({"tags": {"changed-by": "someone else"}})
+        client.virtual_machine_scale_sets.begin_update(RG, emu.name, someone).result()
+        target = target_model(scale_set.model, image_version="77.0.0")
+        with pytest.raises(ConcurrencyError, match="changed by someone else"):
+            backend.update_model(target, scale_set.etag)
+        assert backend.read()[0].model == scale_set.model  # nothing was overwritten
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
