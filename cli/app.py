@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,10 +19,11 @@ from typer.core import TyperGroup
 from .. import __version__
 from ..engine.errors import BackendError, InputError
 from ..engine.options import Amount, parse_duration
-from ..sim.runner import derive_seed, run_many, run_once, summarize
+from ..sim.parallel import Study, run_studies, run_study
+from ..sim.runner import RunResult, derive_seed, run_once, summarize
 from ..sim.scenario import Scenario, load_scenario
 from ..strategies import registry
-from . import operate, output
+from . import operate, output, plotting
 from .emulate import emulate
 from .options import (
     DEBUG_KEY,
@@ -30,6 +31,7 @@ from .options import (
     Bake,
     Canary,
     Checkpoints,
+    DaskAddress,
     Debug,
     Demand,
     FailureRate,
@@ -52,10 +54,12 @@ from .options import (
     UnhealthyRate,
     UpdateDomains,
     UpgradeTime,
+    Workers,
     Zones,
     apply_engine_flags,
     apply_scenario_overrides,
 )
+from .sweep import study_progress, sweep
 
 EXIT_OK = 0
 EXIT_VIOLATION = 1
@@ -232,6 +236,50 @@ def strategies(json: Json = False, debug: Debug = False) -> None:
         output.stdout_console().print(output.strategies_table(described))
 
 
+# --------------------------------------------------------------------------- charts
+
+PlotPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--plot",
+        metavar="FILE.png|FILE.svg",
+        help="Also draw the runs: instances serving over time per strategy (median and "
+        "p5-p95 band) against demand, degraded and outage shaded, and a heat map of update "
+        "domain x time showing the first run's waves. Needs pip install 'vmss-rollout[plot]'.",
+        show_default=False,
+        dir_okay=False,
+    ),
+]
+ReportPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--report",
+        metavar="FILE.html",
+        help="Also write one self-contained HTML page (no network): the scenario, the "
+        "table, the charts and the wave schedule. Needs pip install 'vmss-rollout[plot]'.",
+        show_default=False,
+        dir_okay=False,
+    ),
+]
+
+
+def _write_charts(
+    scenario: Scenario,
+    studies: Mapping[str, Sequence[RunResult]],
+    summaries: Sequence[Mapping[str, Any]],
+    plot: Path | None,
+    report: Path | None,
+    title: str,
+) -> None:
+    """--plot and --report: write them and say so on stderr."""
+    with _progress("drawing"):
+        written = plotting.write_charts(
+            scenario, studies, summaries, plot_path=plot, report_path=report, title=title
+        )
+    for path in written:
+        output.stderr_console().print(f"wrote {path}", soft_wrap=True, markup=False)
+
+
 # --------------------------------------------------------------------------- simulate
 
 
@@ -251,6 +299,8 @@ def simulate(
     ] = None,
     runs: Runs = None,
     seed: Seed = None,
+    workers: Workers = None,
+    dask: DaskAddress = None,
     json: Json = False,
     timeline: Annotated[
         Path | None,
@@ -263,6 +313,8 @@ def simulate(
             dir_okay=False,
         ),
     ] = None,
+    plot: PlotPath = None,
+    report: ReportPath = None,
     instances: Instances = None,
     update_domains: UpdateDomains = None,
     fault_domains: FaultDomains = None,
@@ -296,9 +348,16 @@ def simulate(
     scenario = _scenario(scenario_path, locals())
     spec = (strategy or scenario.strategy or DEFAULT_STRATEGY).strip()
     guarantee = registry.make(spec).guarantee()  # fail fast on a bad spec
-    with _progress(f"simulating {spec}: {scenario.runs} runs"):
-        results = run_many(scenario, spec, scenario.runs, scenario.seed)
+    plotting.check_chart_paths(plot, report)  # fail fast: suffix, matplotlib
+    charts = plot is not None or report is not None
+    with study_progress(f"simulating {spec}") as progress:
+        results = run_study(
+            scenario, spec, record=charts, workers=workers, dask=dask, progress=progress
+        )
     summary = summarize(spec, scenario.seed, results)
+    if charts:
+        title = f"{scenario.name}: {spec}, {scenario.runs} runs, seed {scenario.seed}"
+        _write_charts(scenario, {spec: results}, [summary], plot, report, title)
     if timeline is not None:
         recorded = run_once(scenario, spec, derive_seed(scenario.seed, 0), record=True)
         rows = output.write_timeline(timeline, recorded.timeline)
@@ -333,7 +392,11 @@ def compare(
     ] = None,
     runs: Runs = None,
     seed: Seed = None,
+    workers: Workers = None,
+    dask: DaskAddress = None,
     json: Json = False,
+    plot: PlotPath = None,
+    report: ReportPath = None,
     instances: Instances = None,
     update_domains: UpdateDomains = None,
     fault_domains: FaultDomains = None,
@@ -368,11 +431,20 @@ def compare(
     specs = [s.strip() for s in strategy] if strategy else list(COMPARE_DEFAULTS)
     for spec in specs:
         registry.make(spec)  # fail fast, before any simulation
-    summaries = []
-    for i, spec in enumerate(specs, 1):
-        with _progress(f"[{i}/{len(specs)}] simulating {spec}: {scenario.runs} runs"):
-            results = run_many(scenario, spec, scenario.runs, scenario.seed)
-        summaries.append(summarize(spec, scenario.seed, results))
+    plotting.check_chart_paths(plot, report)
+    charts = plot is not None or report is not None
+    studies = [Study(scenario, spec, scenario.runs, scenario.seed, record=charts) for spec in specs]
+    with study_progress(f"simulating {len(specs)} strategies") as progress:
+        all_results = run_studies(studies, workers=workers, dask=dask, progress=progress)
+    summaries = [
+        summarize(spec, scenario.seed, results)
+        for spec, results in zip(specs, all_results, strict=True)
+    ]
+    if charts:
+        title = f"{scenario.name}: {scenario.runs} runs per strategy, seed {scenario.seed}"
+        _write_charts(
+            scenario, dict(zip(specs, all_results, strict=True)), summaries, plot, report, title
+        )
     if json:
         output.print_json({"results": summaries})
         return
@@ -500,6 +572,7 @@ def _is_hypothesis(exc: ImportError) -> bool:
 for _command in operate.COMMANDS:
     app.command()(_command)
 app.command()(emulate)
+app.command()(sweep)
 
 
 def main() -> None:

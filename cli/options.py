@@ -19,6 +19,7 @@ import typer
 
 from ..engine.errors import InputError
 from ..engine.options import EngineOptions, Scope, parse_option_values
+from ..sim.parallel import SERIAL_THRESHOLD
 from ..sim.scenario import Scenario
 
 SCENARIO_PANEL = "Scenario overrides"
@@ -398,3 +399,33 @@ def apply_engine_flags(scenario: Scenario, values: Mapping[str, str | None]) -> 
     if not parsed:
         return scenario
     return dataclasses.replace(scenario, engine=merge_engine_options(scenario.engine, parsed))
+
+
+# --------------------------------------------------------------------------- parallel runs
+
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        "-j",
+        metavar="N",
+        help="Processes to run the Monte Carlo runs on (1: in this process). Default: every "
+        f"CPU, or in this process for small studies (under {SERIAL_THRESHOLD} instance-runs: "
+        "runs x instances). Results are identical whatever the count.",
+        show_default=False,
+        rich_help_panel=RUN_PANEL,
+    ),
+]
+
+DaskAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--dask",
+        metavar="tcp://HOST:PORT",
+        help="Run the Monte Carlo runs on this Dask cluster (its scheduler's address) instead "
+        "of local processes; its workers need vmss-rollout installed. Results are identical. "
+        "Needs pip install 'vmss-rollout[dask]'.",
+        show_default=False,
+        rich_help_panel=RUN_PANEL,
+    ),
+]

@@ -442,7 +442,7 @@ def test_backend_error_exits_3(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: object, **kwargs: object) -> None:
         raise BackendError("scale set vanished")
 
-    monkeypatch.setattr(app_module, "run_many", broken)
+    monkeypatch.setattr(app_module, "run_study", broken)
     result = run("simulate", *SMALL)
     assert result.exit_code == 3
     assert result.stderr.strip() == "error: scale set vanished"
@@ -455,7 +455,7 @@ def test_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(app_module, "run_many", interrupted)
+    monkeypatch.setattr(app_module, "run_studies", interrupted)
     result = run("compare", *SMALL)
     assert result.exit_code == 130
     assert "Traceback" not in result.output

@@ -1,0 +1,597 @@
+"""Charts and the HTML report: ``--plot FILE.png|FILE.svg`` and ``--report FILE.html``.
+
+Pure functions over recorded :class:`RunResult` objects (``record=True``, so
+they carry their timeline and events); the simulation model (``sim/``) knows
+nothing about plotting. matplotlib is an optional extra (``plot``): it is
+imported inside the functions that draw, on the Agg canvas (no display), and a
+missing matplotlib is an :class:`InputError` naming the flag.
+
+Two panels, one figure:
+
+* top: instances serving over time per strategy, the median over runs as a
+  line and the p5-p95 band around it, against the demand line; where a
+  strategy's median is below demand (degraded) the gap is shaded in its colour,
+  where a median is 0 (outage) the time is shaded red;
+* bottom: a heat map of update domain x time for one recorded run (the first
+  strategy's first run): how many instances of each update domain are
+  upgrading, which shows the waves.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+from bisect import bisect_right
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..engine.errors import InputError
+from ..engine.events import EventKind
+from ..sim.runner import RunResult, derive_seed, percentile, run_once
+from ..sim.scenario import Scenario
+from .output import COMPARE_COLUMNS, fmt_duration, fmt_number
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from ..engine.model import Instance
+
+PLOT_SUFFIXES = (".png", ".svg")
+REPORT_SUFFIXES = (".html", ".htm")
+PLOT_EXTRA_MESSAGE = "{flag} needs matplotlib: pip install 'vmss-rollout[plot]'"
+
+#: events that end an instance's upgrade (``instances[0]`` is the instance
+#: that was started; a surge replacement is ``instances[1]``)
+_RESOLUTIONS = frozenset(
+    {
+        EventKind.INSTANCE_HEALTHY,
+        EventKind.INSTANCE_UNHEALTHY,
+        EventKind.INSTANCE_FAILED,
+        EventKind.INSTANCE_GONE,
+    }
+)
+_HEAT_COLUMNS = 240
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Bands:
+    """Serving instances over a common time grid: percentiles across runs."""
+
+    t: tuple[float, ...]
+    p5: tuple[float, ...]
+    p50: tuple[float, ...]
+    p95: tuple[float, ...]
+
+
+def serving_bands(results: Sequence[RunResult], points: int = 200) -> Bands:
+    """Resample every run's serving count onto ``points`` evenly spaced times
+    from the earliest start to the latest end, and take p5, p50 and p95 across
+    runs at each time (linear interpolation, numpy's default).
+
+    A timeline is a step function: a row's value holds until the next row, and
+    the last row's value holds after it (runs end at different times, so each
+    is extended to the longest run's end); before its first row a run serves
+    its first row's count.
+    """
+    if points < 1:
+        raise ValueError(f"points must be >= 1, got {points}")
+    if not results:
+        raise ValueError("no runs to resample")
+    steps: list[tuple[list[float], list[int]]] = []
+    for r in results:
+        if not r.timeline:
+            raise ValueError(f"run {r.seed} of {r.strategy} has no timeline (record=True)")
+        steps.append(([row[0] for row in r.timeline], [row[1] for row in r.timeline]))
+    start = min(times[0] for times, _ in steps)
+    end = max(times[-1] for times, _ in steps)
+    if points == 1 or end <= start:
+        grid = [start] if end <= start else [end]
+    else:
+        width = (end - start) / (points - 1)
+        grid = [start + i * width for i in range(points - 1)] + [end]
+    p5: list[float] = []
+    p50: list[float] = []
+    p95: list[float] = []
+    for t in grid:
+        values = sorted(float(v[max(0, bisect_right(times, t) - 1)]) for times, v in steps)
+        p5.append(percentile(values, 5))
+        p50.append(percentile(values, 50))
+        p95.append(percentile(values, 95))
+    return Bands(tuple(grid), tuple(p5), tuple(p50), tuple(p95))
+
+
+def shaded_intervals(
+    bands: Bands, required: int
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """(degraded, outage) intervals of the median, read as a step function on
+    the grid: degraded where it is below ``required``, outage where it is 0.
+    Adjacent grid steps merge into one interval."""
+
+    def spans(flag: Sequence[bool]) -> list[tuple[float, float]]:
+        out: list[tuple[float, float]] = []
+        for i in range(len(bands.t) - 1):
+            if not flag[i]:
+                continue
+            lo, hi = bands.t[i], bands.t[i + 1]
+            if out and out[-1][1] == lo:
+                out[-1] = (out[-1][0], hi)
+            else:
+                out.append((lo, hi))
+        return out
+
+    return (
+        spans([m < required for m in bands.p50]),
+        spans([m == 0 for m in bands.p50]),
+    )
+
+
+def upgrade_intervals(result: RunResult) -> dict[str, list[tuple[float, float]]]:
+    """Instance id -> the (start, end) times it was upgrading: a WAVE_STARTED
+    starts its instances, a resolution (healthy, unhealthy, failed, gone) ends
+    its first instance. An upgrade never resolved ends at the last event."""
+    busy: dict[str, float] = {}
+    out: dict[str, list[tuple[float, float]]] = {}
+    for e in result.events:
+        if e.kind is EventKind.WAVE_STARTED:
+            for iid in e.instances:
+                busy.setdefault(iid, e.time)
+        elif e.kind in _RESOLUTIONS and e.instances:
+            started = busy.pop(e.instances[0], None)
+            if started is not None:
+                out.setdefault(e.instances[0], []).append((started, e.time))
+    last = result.events[-1].time if result.events else 0.0
+    for iid, started in busy.items():
+        out.setdefault(iid, []).append((started, last))
+    return out
+
+
+def wave_schedule(result: RunResult) -> list[tuple[int, float, str, tuple[str, ...]]]:
+    """(wave number, start time, phase, instance ids) of each wave, in order."""
+    return [
+        (e.wave if e.wave is not None else n, e.time, e.phase, e.instances)
+        for n, e in enumerate(
+            (e for e in result.events if e.kind is EventKind.WAVE_STARTED), start=1
+        )
+    ]
+
+
+def domain_heat(
+    result: RunResult, topology: Mapping[str, int], end: float, columns: int = _HEAT_COLUMNS
+) -> tuple[list[int], list[list[float]]]:
+    """Update domains (sorted) and, per domain, the mean number of its
+    instances upgrading in each of ``columns`` equal time bins over [0, end]."""
+    intervals = upgrade_intervals(result)
+    domains = sorted(set(topology.values()) | {topology[i] for i in intervals if i in topology})
+    row_of = {ud: n for n, ud in enumerate(domains)}
+    matrix = [[0.0] * columns for _ in domains]
+    if end <= 0:
+        return domains, matrix
+    width = end / columns
+    for iid, spans in intervals.items():
+        ud = topology.get(iid)
+        if ud is None:
+            continue
+        row = matrix[row_of[ud]]
+        for lo, hi in spans:
+            first = max(0, min(columns - 1, int(lo / width)))
+            last = max(0, min(columns - 1, int(hi / width)))
+            for c in range(first, last + 1):
+                overlap = min(hi, (c + 1) * width) - max(lo, c * width)
+                if overlap > 0:
+                    row[c] += overlap / width
+    return domains, matrix
+
+
+# --------------------------------------------------------------------------- the simulator side
+
+
+def recorded_runs(
+    scenario: Scenario,
+    strategy: str,
+    runs: int | None = None,
+    seed: int | None = None,
+    fleet: Sequence[Instance] | None = None,
+) -> list[RunResult]:
+    """:func:`run_many` with ``record=True``: the same derived seeds, hence the
+    same numbers (``summarize`` of both is equal), plus timelines and events."""
+    n = scenario.runs if runs is None else runs
+    base = scenario.seed if seed is None else seed
+    return [
+        run_once(scenario, strategy, derive_seed(base, i), record=True, fleet=fleet)
+        for i in range(n)
+    ]
+
+
+def topology_of(scenario: Scenario, fleet: Sequence[Instance] | None = None) -> dict[str, int]:
+    """Instance id -> update domain of the scenario's (or ``fleet``'s) scale set."""
+    if fleet is not None:
+        return {i.instance_id: i.update_domain for i in fleet}
+    from ..sim.runner import build
+
+    _, scale_set = build(scenario, 0)
+    return {i.instance_id: i.update_domain for i in scale_set.read()[1]}
+
+
+# --------------------------------------------------------------------------- for the commands
+
+
+def check_chart_paths(plot_path: Path | None, report_path: Path | None) -> None:
+    """Fail fast, before any simulation: a bad suffix or a missing matplotlib
+    is an :class:`InputError` naming the flag."""
+    if plot_path is not None:
+        _check_suffix(plot_path, "--plot", PLOT_SUFFIXES)
+        _matplotlib("--plot")
+    if report_path is not None:
+        _check_suffix(report_path, "--report", REPORT_SUFFIXES)
+        _matplotlib("--report")
+
+
+def write_charts(
+    scenario: Scenario,
+    studies: Mapping[str, Sequence[RunResult]],
+    summaries: Sequence[Mapping[str, Any]],
+    *,
+    plot_path: Path | None = None,
+    report_path: Path | None = None,
+    title: str,
+    fleet: Sequence[Instance] | None = None,
+) -> list[Path]:
+    """``--plot`` and ``--report`` of a command: ``studies`` (label -> recorded
+    runs, in table order) on ``scenario``; the heat map shows the first study's
+    first run. The files written."""
+    if not studies or not any(studies.values()):
+        raise InputError("--plot/--report: no runs to chart (--runs must be >= 1)")
+    first = next(iter(studies.values()))
+    args: dict[str, Any] = {
+        "studies": studies,
+        "required": scenario.required_serving(),
+        "instances": scenario.instances,
+        "waves_of": first[0],
+        "topology": topology_of(scenario, fleet),
+        "title": title,
+    }
+    written = []
+    if plot_path is not None:
+        written.append(plot(plot_path, **args))
+    if report_path is not None:
+        written.append(write_report(report_path, scenario=scenario, summaries=summaries, **args))
+    return written
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def _matplotlib(flag: str) -> None:
+    """Import matplotlib (and its Agg canvas) or raise the InputError naming ``flag``."""
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.backends import backend_agg  # noqa: F401
+    except ImportError:
+        raise InputError(PLOT_EXTRA_MESSAGE.format(flag=flag)) from None
+
+
+def _check_suffix(path: Path, flag: str, suffixes: Sequence[str]) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in suffixes:
+        valid = " or ".join(f"FILE{s}" for s in suffixes)
+        raise InputError(f"{flag}: expected {valid}, got {str(path)!r}")
+    return suffix
+
+
+def _figure(
+    studies: Mapping[str, Sequence[RunResult]],
+    *,
+    required: int,
+    instances: int,
+    waves_of: RunResult,
+    topology: Mapping[str, int],
+    title: str,
+    flag: str,
+) -> Figure:
+    _matplotlib(flag)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    if not studies:
+        raise ValueError("nothing to plot: no strategies")
+    bands = {name: serving_bands(results) for name, results in studies.items()}
+    end = max(b.t[-1] for b in bands.values())
+    end = max(end, waves_of.timeline[-1][0] if waves_of.timeline else 0.0)
+    minutes = 1 / 60
+
+    fig = Figure(figsize=(12, 7.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    fig.suptitle(title)
+
+    colors = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9"]
+    handles: list[Any] = []
+    any_degraded = any_outage = False
+    highest = float(instances)
+    for n, (name, b) in enumerate(bands.items()):
+        color = colors[n % len(colors)]
+        t = [x * minutes for x in b.t]
+        top.fill_between(t, b.p5, b.p95, step="post", color=color, alpha=0.18, linewidth=0)
+        (line,) = top.plot(t, b.p50, drawstyle="steps-post", color=color, linewidth=1.8)
+        line.set_label(f"{name} (median, p5-p95 band)")
+        handles.append(line)
+        highest = max(highest, *b.p95)
+        degraded, outage = shaded_intervals(b, required)
+        for lo, hi in degraded:  # the gap between the median and demand
+            any_degraded = True
+            first, last = b.t.index(lo), b.t.index(hi) + 1
+            top.fill_between(
+                t[first:last],
+                b.p50[first:last],
+                required,
+                step="post",
+                facecolor=color,
+                edgecolor=color,
+                alpha=0.15,
+                hatch="//",
+                linewidth=0,
+            )
+        for lo, hi in outage:
+            any_outage = True
+            top.axvspan(lo * minutes, hi * minutes, color="red", alpha=0.15, linewidth=0)
+    demand = top.axhline(required, color="black", linestyle="--", linewidth=1.2)
+    demand.set_label(f"demand ({required} serving)")
+    handles.append(demand)
+    if any_degraded:
+        handles.append(
+            Patch(facecolor="grey", alpha=0.3, hatch="//", label="degraded (median below demand)")
+        )
+    if any_outage:
+        handles.append(Patch(facecolor="red", alpha=0.3, label="outage (median 0 serving)"))
+    top.set_ylim(0, highest * 1.05 + 0.5)
+    top.set_xlim(0, max(end * minutes, 1e-9))
+    top.set_ylabel("instances serving")
+    top.grid(True, alpha=0.3)
+    fig.legend(handles=handles, loc="outside right upper", fontsize="small", frameon=False)
+
+    domains, matrix = domain_heat(waves_of, topology, end)
+    peak = max((max(row) for row in matrix), default=0.0)
+    image = bottom.imshow(
+        matrix,
+        aspect="auto",
+        interpolation="nearest",
+        origin="lower",
+        cmap="Blues",
+        vmin=0,
+        vmax=max(peak, 1.0),
+        extent=(0, max(end * minutes, 1e-9), -0.5, len(domains) - 0.5),
+    )
+    bottom.set_yticks(range(len(domains)), [str(d) for d in domains])
+    bottom.set_ylabel("update domain")
+    bottom.set_xlabel("time since the rollout started (minutes)")
+    bottom.set_title(
+        f"waves of {waves_of.strategy} (its first run): instances upgrading per update domain",
+        fontsize="medium",
+    )
+    fig.colorbar(image, ax=bottom, label="upgrading", location="right", shrink=0.9)
+    return fig
+
+
+def plot(
+    path: str | Path,
+    studies: Mapping[str, Sequence[RunResult]],
+    *,
+    required: int,
+    instances: int,
+    waves_of: RunResult,
+    topology: Mapping[str, int],
+    title: str,
+) -> Path:
+    """Write the two-panel chart to ``path`` (PNG or SVG, by suffix)."""
+    path = Path(path)
+    suffix = _check_suffix(path, "--plot", PLOT_SUFFIXES)
+    fig = _figure(
+        studies,
+        required=required,
+        instances=instances,
+        waves_of=waves_of,
+        topology=topology,
+        title=title,
+        flag="--plot",
+    )
+    try:
+        _save(fig, path, suffix[1:])
+    except OSError as exc:
+        raise InputError(f"--plot: cannot write {path} ({exc.strerror or exc})") from None
+    return path
+
+
+def _save(fig: Figure, target: Any, fmt: str) -> None:
+    import matplotlib
+
+    metadata: dict[str, Any] | None = None
+    if fmt == "svg":  # no date (reproducible files), no external metadata URLs
+        metadata = {"Date": None, "Creator": None, "Format": None, "Type": None}
+    with matplotlib.rc_context({"svg.hashsalt": "vmss-rollout", "svg.fonttype": "path"}):
+        fig.savefig(target, format=fmt, dpi=110, metadata=metadata)
+
+
+def _inline_svg(fig: Figure) -> str:
+    """The figure as an ``<svg>`` element for an HTML page: no XML prolog,
+    DOCTYPE or namespace URLs (the HTML parser knows SVG and xlink)."""
+    buffer = io.StringIO()
+    _save(fig, buffer, "svg")
+    text = buffer.getvalue()
+    text = text[text.index("<svg") :]
+    text = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", text)
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
+    return text.replace("<svg ", '<svg role="img" aria-label="serving and waves chart" ', 1)
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def compare_cells(summary: Mapping[str, Any]) -> list[str]:
+    """One row of the compare table (:data:`output.COMPARE_COLUMNS`), as text."""
+    return [
+        str(summary["strategy"]),
+        fmt_duration(summary["duration_s"]["mean"]),
+        fmt_duration(summary["duration_s"]["p95"]),
+        fmt_number(summary["min_serving"]["min"]),
+        fmt_duration(summary["outage_s"]["mean"]),
+        fmt_duration(summary["degraded_s"]["mean"]),
+        fmt_number(summary["capacity_loss_instance_s"]["mean"] / 60),
+        fmt_number(summary["failed"]["mean"], 2),
+        f"{summary['halted_runs']}/{summary['runs']}",
+    ]
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
+       max-width: 1100px; padding: 0 1rem; color: #1b1f24; line-height: 1.45; }
+h1 { font-size: 1.5rem; margin-bottom: .25rem; }
+h2 { font-size: 1.15rem; margin-top: 2rem; border-bottom: 1px solid #d0d7de; }
+table { border-collapse: collapse; font-size: .9rem; }
+th, td { border: 1px solid #d0d7de; padding: .3rem .6rem; vertical-align: top; }
+th { background: #f6f8fa; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.outage { color: #b42318; font-weight: 600; }
+td.ids { font-family: ui-monospace, monospace; font-size: .8rem; word-break: break-word; }
+pre { background: #f6f8fa; padding: .8rem; overflow-x: auto; font-size: .85rem; }
+figure { margin: 0; }
+figure svg { width: 100%; height: auto; }
+.note { color: #57606a; font-size: .85rem; }
+"""
+
+# Everything is inline: the policy forbids any fetch, so a stray external
+# reference shows up as a console error in a browser instead of a request.
+_CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
+
+
+def write_report(
+    path: str | Path,
+    *,
+    scenario: Scenario,
+    summaries: Sequence[Mapping[str, Any]],
+    studies: Mapping[str, Sequence[RunResult]],
+    required: int,
+    instances: int,
+    waves_of: RunResult,
+    topology: Mapping[str, int],
+    title: str,
+) -> Path:
+    """Write one self-contained HTML page (no network): the scenario, the
+    comparison table, the chart (inline SVG) and the wave schedule."""
+    path = Path(path)
+    _check_suffix(path, "--report", REPORT_SUFFIXES)
+    fig = _figure(
+        studies,
+        required=required,
+        instances=instances,
+        waves_of=waves_of,
+        topology=topology,
+        title=title,
+        flag="--report",
+    )
+    page = render_report(
+        scenario=scenario,
+        summaries=summaries,
+        svg=_inline_svg(fig),
+        waves_of=waves_of,
+        topology=topology,
+        title=title,
+        required=required,
+    )
+    try:
+        path.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"--report: cannot write {path} ({exc.strerror or exc})") from None
+    return path
+
+
+def render_report(
+    *,
+    scenario: Scenario,
+    summaries: Sequence[Mapping[str, Any]],
+    svg: str,
+    waves_of: RunResult,
+    topology: Mapping[str, int],
+    title: str,
+    required: int,
+) -> str:
+    """The report page as text (``write_report`` without the chart drawing)."""
+    e = html.escape
+    head = "".join(f"<th>{e(c).replace(chr(10), '<br>')}</th>" for c in COMPARE_COLUMNS)
+    rows = []
+    for s in summaries:
+        cells = compare_cells(s)
+        tds = [f"<th scope=row>{e(cells[0])}</th>"]
+        for n, cell in enumerate(cells[1:], start=1):
+            cls = "num outage" if n == 4 and s["outage_s"]["mean"] > 0 else "num"
+            tds.append(f'<td class="{cls}">{e(cell)}</td>')
+        rows.append(f"<tr>{''.join(tds)}</tr>")
+    waves = []
+    for number, start, phase, ids in wave_schedule(waves_of):
+        uds = sorted({topology[i] for i in ids if i in topology})
+        waves.append(
+            f'<tr><td class="num">{number}</td><td class="num">{e(fmt_duration(start))}</td>'
+            f"<td>{e(phase)}</td><td>{e(', '.join(map(str, uds)) or '-')}</td>"
+            f'<td class="num">{len(ids)}</td><td class="ids">{e(" ".join(ids))}</td></tr>'
+        )
+    wave_note = (
+        f"One recorded run of {e(waves_of.strategy)} (seed {waves_of.seed}); "
+        f"{'halted: ' + e(waves_of.reason) if waves_of.halted else 'completed'}."
+    )
+    strategies = "strategy" if len(summaries) == 1 else "strategies"
+    intro = (
+        f"vmss-rollout simulation report: {len(summaries)} {strategies}, "
+        f"demand {required} instances serving."
+    )
+    legend = (
+        "durations: mean and p95 over runs; min serving: the fewest instances serving in any "
+        f"run; degraded: time below {required} serving; capacity loss in instance-minutes."
+    )
+    wave_head = "".join(
+        f"<th>{c}</th>"
+        for c in ("wave", "start", "phase", "update domains", "instances", "instance ids")
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{_CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{e(title)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<h1>{e(title)}</h1>
+<p class="note">{intro}</p>
+<h2 id="comparison">Comparison</h2>
+<table>
+<thead><tr>{head}</tr></thead>
+<tbody>
+{chr(10).join(rows)}
+</tbody>
+</table>
+<p class="note">{legend}</p>
+<h2 id="charts">Serving capacity and waves</h2>
+<figure>
+{svg}
+</figure>
+<h2 id="waves">Wave schedule</h2>
+<p class="note">{wave_note}</p>
+<table>
+<thead><tr>{wave_head}</tr></thead>
+<tbody>
+{chr(10).join(waves)}
+</tbody>
+</table>
+<h2 id="scenario">Scenario</h2>
+<pre>{e(scenario.to_toml())}</pre>
+<script>document.body.dataset.rendered = "yes";</script>
+</body>
+</html>
+"""

@@ -1,0 +1,254 @@
+"""``vmss-rollout sweep``: a grid over strategy parameters, scenario values and
+engine options, with the Pareto front of duration against lowest serving
+capacity marked. Also the progress bar every Monte Carlo command shows."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from ..engine.errors import InputError
+from ..sim import parallel
+from ..sim.scenario import load_scenario
+from ..sim.sweep import OBJECTIVES
+from ..sim.sweep import sweep as run_sweep
+from . import output
+from .options import (
+    DaskAddress,
+    Debug,
+    Json,
+    Runs,
+    ScenarioPath,
+    Seed,
+    Workers,
+    apply_scenario_overrides,
+)
+
+DEFAULT_STRATEGY = "one-at-a-time"
+
+
+@contextlib.contextmanager
+def study_progress(description: str) -> Iterator[parallel.Progress | None]:
+    """A progress bar of Monte Carlo runs on stderr, only when stderr is a terminal;
+    yields the ``progress(done, total)`` callback for :mod:`vmss_rollout.sim.parallel`
+    (None when there is no terminal to draw on)."""
+    err = output.stderr_console()
+    if not err.is_terminal:
+        yield None
+        return
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("runs"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+    task = bar.add_task(description, total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    with bar:
+        yield update
+
+
+# --------------------------------------------------------------------------- sweep
+
+Vary = Annotated[
+    list[str],
+    typer.Option(
+        "--vary",
+        "-v",
+        metavar="KEY=VALUES",
+        help="A grid axis; repeat for more (the grid is their product). KEY: a parameter of "
+        "the swept strategy (batch:size), a scenario key (scale_set.instances, "
+        "timing.upgrade, faults.upgrade_failure, demand.required, ...) or engine.OPTION "
+        "(engine.max_unhealthy, engine.pause, ...). VALUES: a comma list; A..B is the whole "
+        "numbers A to B; list values separate items with / (scale_set.zones=none,1/2/3).",
+        show_default=False,
+    ),
+]
+
+
+def sweep(
+    vary: Vary,
+    scenario_path: ScenarioPath = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            "--strategy",
+            "-s",
+            metavar="SPEC",
+            help="The strategy to sweep, as NAME[:key=value,...]; --vary NAME:param "
+            "overrides its parameters. Default: the scenario's `strategy`, else the "
+            "strategy the --vary keys name, else one-at-a-time.",
+            show_default=False,
+        ),
+    ] = None,
+    runs: Runs = None,
+    seed: Seed = None,
+    workers: Workers = None,
+    dask: DaskAddress = None,
+    json: Json = False,
+    csv_path: Annotated[
+        str | None,
+        typer.Option(
+            "--csv",
+            metavar="FILE|-",
+            help="Also write one CSV row per grid point to FILE (- for stdout, instead of "
+            "the table).",
+            show_default=False,
+        ),
+    ] = None,
+    debug: Debug = False,
+) -> None:
+    """Run a grid of strategy parameters and scenario values; mark the Pareto front.
+
+    Every grid point is a Monte Carlo study on the same seeds. The front (marked
+    *) holds the points no other point beats on both mean duration (shorter is
+    better) and lowest serving capacity (the fewest instances serving at any
+    moment of any run; more is better). Example:
+
+    vmss-rollout sweep -s batch --vary batch:size=1..10 --vary faults.upgrade_failure=0,0.01,0.05
+    """
+    if json and csv_path == "-":
+        raise InputError("--json and --csv - both write to stdout: choose one")
+    scenario = apply_scenario_overrides(load_scenario(scenario_path), {"runs": runs, "seed": seed})
+    spec = (strategy or scenario.strategy or _named_strategy(vary) or DEFAULT_STRATEGY).strip()
+    with study_progress(f"sweeping {spec}") as progress:
+        points = run_sweep(
+            scenario,
+            spec,
+            vary,
+            runs=scenario.runs,
+            seed=scenario.seed,
+            workers=workers,
+            dask=dask,
+            progress=progress,
+        )
+    keys = list(points[0]["values"]) if points else []
+    if csv_path is not None:
+        text = sweep_csv(points, keys)
+        if csv_path == "-":
+            sys.stdout.write(text)
+            return
+        try:
+            with open(csv_path, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+        except OSError as exc:
+            raise InputError(f"--csv: cannot write {csv_path} ({exc.strerror or exc})") from None
+        output.stderr_console().print(
+            f"wrote {len(points)} rows to {csv_path}", soft_wrap=True, markup=False
+        )
+    if json:
+        output.print_json(
+            {
+                "strategy": spec,
+                "runs": scenario.runs,
+                "seed": scenario.seed,
+                "keys": keys,
+                "pareto_objectives": OBJECTIVES,
+                "points": points,
+            }
+        )
+        return
+    console = output.stdout_console()
+    console.print(sweep_table(points, keys, spec, scenario.runs, scenario.seed))
+    front = sum(p["pareto"] for p in points)
+    console.print(
+        f"*: the Pareto front ({front} of {len(points)} points): no other point has both a "
+        "shorter or equal mean duration and a higher or equal lowest serving (the fewest "
+        "instances serving at any moment of any run), one of them strictly. Halted runs end "
+        "early, which shortens the mean: read the front with the halted column.",
+        soft_wrap=True,
+    )
+
+
+def _named_strategy(vary: Sequence[str]) -> str | None:
+    """The strategy a ``NAME:param=...`` axis names, if any."""
+    for item in vary:
+        key = item.partition("=")[0]
+        if ":" in key:
+            return key.partition(":")[0].strip() or None
+    return None
+
+
+CSV_STATS = (
+    ("duration_mean_s", "duration_s", "mean"),
+    ("duration_p95_s", "duration_s", "p95"),
+    ("min_serving_min", "min_serving", "min"),
+    ("min_serving_mean", "min_serving", "mean"),
+    ("outage_mean_s", "outage_s", "mean"),
+    ("degraded_mean_s", "degraded_s", "mean"),
+    ("capacity_loss_mean_instance_s", "capacity_loss_instance_s", "mean"),
+    ("failed_mean", "failed", "mean"),
+)
+
+
+def sweep_csv(points: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> str:
+    """Header plus one row per point: the grid values, the spec, the metrics, pareto."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        [*keys, "strategy", "runs", *(c[0] for c in CSV_STATS), "halted_runs", "pareto"]
+    )
+    for p in points:
+        s = p["summary"]
+        writer.writerow(
+            [
+                *(p["values"][k] for k in keys),
+                p["strategy"],
+                s["runs"],
+                *(repr(float(s[metric][stat])) for _, metric, stat in CSV_STATS),
+                s["halted_runs"],
+                "true" if p["pareto"] else "false",
+            ]
+        )
+    return buffer.getvalue()
+
+
+def sweep_table(
+    points: Sequence[Mapping[str, Any]], keys: Sequence[str], spec: str, runs: int, seed: int
+) -> Table:
+    table = Table(
+        title=f"sweep of {spec}: {len(points)} points x {runs} runs, seed {seed}",
+        title_justify="left",
+    )
+    for key in keys:
+        table.add_column(key, justify="right")
+    for col in (
+        "duration\nmean",
+        "duration\np95",
+        "lowest\nserving",
+        "outage\nmean",
+        "degraded\nmean",
+        "halted\nruns",
+        "front",
+    ):
+        table.add_column(col, justify="right")
+    for p in points:
+        s = p["summary"]
+        outage = s["outage_s"]["mean"]
+        style = "bold green" if p["pareto"] else ""
+        table.add_row(
+            *(str(p["values"][k]) for k in keys),
+            Text(output.fmt_duration(s["duration_s"]["mean"]), style=style),
+            output.fmt_duration(s["duration_s"]["p95"]),
+            Text(output.fmt_number(s["min_serving"]["min"]), style=style),
+            Text(output.fmt_duration(outage), style="bold red" if outage > 0 else ""),
+            output.fmt_duration(s["degraded_s"]["mean"]),
+            f"{s['halted_runs']}/{s['runs']}",
+            Text("*", style="bold green") if p["pareto"] else "",
+        )
+    return table
