@@ -9,6 +9,7 @@ import csv
 import io
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -21,7 +22,7 @@ from ..sim import parallel
 from ..sim.scenario import load_scenario
 from ..sim.sweep import OBJECTIVES
 from ..sim.sweep import sweep as run_sweep
-from . import output
+from . import output, plotting
 from .options import (
     DaskAddress,
     Debug,
@@ -111,6 +112,28 @@ def sweep(
             show_default=False,
         ),
     ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            metavar="FILE.png|FILE.svg",
+            help="Also draw the Pareto-front points: instances serving over time (median and "
+            "p5-p95 band) against demand, and the first front point's waves. Needs pip install "
+            "'vmss-rollout[plot]'.",
+            show_default=False,
+            dir_okay=False,
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            metavar="FILE.html",
+            help="Also write a self-contained HTML page of the Pareto-front points.",
+            show_default=False,
+            dir_okay=False,
+        ),
+    ] = None,
     debug: Debug = False,
 ) -> None:
     """Run a grid of strategy parameters and scenario values; mark the Pareto front.
@@ -126,6 +149,8 @@ def sweep(
         raise InputError("--json and --csv - both write to stdout: choose one")
     scenario = apply_scenario_overrides(load_scenario(scenario_path), {"runs": runs, "seed": seed})
     spec = (strategy or scenario.strategy or _named_strategy(vary) or DEFAULT_STRATEGY).strip()
+    plotting.check_chart_paths(plot, report)
+    charts = plot is not None or report is not None
     with study_progress(f"sweeping {spec}") as progress:
         points = run_sweep(
             scenario,
@@ -136,8 +161,24 @@ def sweep(
             workers=workers,
             dask=dask,
             progress=progress,
+            record=charts,
         )
     keys = list(points[0]["values"]) if points else []
+    if charts:
+        front = [p for p in points if p["pareto"]]
+        label = {id(p): ", ".join(f"{k}={v}" for k, v in p["values"].items()) for p in front}
+        written = plotting.write_charts(
+            front[0]["scenario"],
+            {label[id(p)]: p["results"] for p in front},
+            [{**p["summary"], "strategy": label[id(p)]} for p in front],
+            plot_path=plot,
+            report_path=report,
+            title=f"sweep of {spec}: the {len(front)} Pareto-front points of {len(points)}",
+        )
+        for path in written:
+            output.stderr_console().print(f"wrote {path}", soft_wrap=True, markup=False)
+        for p in points:
+            del p["scenario"], p["results"]
     if csv_path is not None:
         text = sweep_csv(points, keys)
         if csv_path == "-":

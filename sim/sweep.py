@@ -275,11 +275,14 @@ def sweep(
     workers: int | None = None,
     dask: str | None = None,
     progress: Progress | None = None,
+    record: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the grid: one study of ``runs`` runs (default: the scenario's) per point,
     every point on the same seeds. One dict per point, in grid order:
     ``values`` (key -> value), ``strategy`` (the point's spec), ``summary``
-    (:func:`~.runner.summarize`) and ``pareto`` (on the front of :data:`OBJECTIVES`)."""
+    (:func:`~.runner.summarize`) and ``pareto`` (on the front of :data:`OBJECTIVES`).
+    With ``record``, also ``scenario`` and ``results`` (recorded runs, for charts;
+    not JSON)."""
     spec = strategy.strip()
     registry.make(spec)
     if not vary:
@@ -293,18 +296,24 @@ def sweep(
     studies = []
     for point in points:
         point_scenario, point_spec = build_point(scenario, spec, axes, point)
-        studies.append(Study(point_scenario, point_spec, n, base))
+        studies.append(Study(point_scenario, point_spec, n, base, record=record))
     results = run_studies(studies, workers=workers, dask=dask, progress=progress)
     summaries = [summarize(s.strategy, base, r) for s, r in zip(studies, results, strict=True)]
     front = pareto_front(
         [(float(s["duration_s"]["mean"]), float(s["min_serving"]["min"])) for s in summaries]
     )
-    return [
-        {
+    out: list[dict[str, Any]] = []
+    for point, study, summary, on_front, runs_ in zip(
+        points, studies, summaries, front, results, strict=True
+    ):
+        item: dict[str, Any] = {
             "values": {k: _plain(v) for k, v in point.items()},
             "strategy": study.strategy,
             "summary": summary,
             "pareto": on_front,
         }
-        for point, study, summary, on_front in zip(points, studies, summaries, front, strict=True)
-    ]
+        if record:
+            item["scenario"] = study.scenario
+            item["results"] = runs_
+        out.append(item)
+    return out

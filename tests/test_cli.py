@@ -475,3 +475,37 @@ def test_a_scope_that_matches_nothing_is_an_input_error() -> None:
         run("simulate", *SMALL, "--only-update-domains", "7"),
         "only_update_domains: 7 not in the scale set",
     )
+
+
+def test_compare_and_sweep_draw_charts_without_changing_the_numbers(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    png, html = tmp_path / "c.png", tmp_path / "c.html"
+    plain = run("compare", *SMALL, "--json")
+    charted = run("compare", *SMALL, "--json", "--plot", str(png), "--report", str(html))
+    assert charted.exit_code == 0, charted.output
+    assert charted.stdout == plain.stdout  # recording the runs changes no number
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert "data-rendered" in html.read_text()
+    svg = tmp_path / "s.svg"
+    swept = run(
+        "sweep",
+        "-s",
+        "batch",
+        "--vary",
+        "batch:size=1..3",
+        "--runs",
+        "3",
+        "--seed",
+        "1",
+        "--plot",
+        str(svg),
+        "--json",
+    )
+    assert swept.exit_code == 0, swept.output
+    points = json.loads(swept.stdout)["points"]
+    assert len(points) == 3 and all("results" not in p for p in points)
+    assert svg.read_text().lstrip().startswith("<?xml")
+
+
+def test_a_bad_chart_suffix_is_an_input_error() -> None:
+    assert_input_error(run("simulate", *SMALL, "--plot", "x.pdf"), "--plot")
