@@ -485,7 +485,7 @@ def test_compare_and_sweep_draw_charts_without_changing_the_numbers(tmp_path: Pa
     assert charted.exit_code == 0, charted.output
     assert charted.stdout == plain.stdout  # recording the runs changes no number
     assert png.read_bytes().startswith(b"\x89PNG")
-    assert "data-rendered" in html.read_text()
+    assert "dataset.rendered" in html.read_text()
     svg = tmp_path / "s.svg"
     swept = run(
         "sweep",
