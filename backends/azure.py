@@ -6,23 +6,39 @@ manual upgrades, reimages, surge adds and deletes without waiting on their
 long-running operations (progress is followed through the list); retries and
 Retry-After are azure-core's pipeline. Request counts are kept by a pipeline
 policy, per operation, per attempt.
+
+On top of azure-core's retries, every call is retried a bounded number of
+times (:attr:`AzureBackend.attempts`) when it failed in a way that may pass: a
+connection closed without an answer (azure-core does not retry a POST or PATCH
+then, since it cannot know whether the server acted), or 408/429/5xx once
+azure-core gave up. Waits honour Retry-After, else back off exponentially from
+:attr:`AzureBackend.backoff`, and go through an injected ``sleep``. Before an
+instance action is sent again, the instances are listed once more and those
+the lost request already started (updating, already on the latest model,
+deleted) are left out, so no instance is asked twice; before a model update is
+sent again, the model is read, and a change that did go through is taken as
+done. Instance ids that no longer exist (deleted meanwhile) are dropped from an
+action in the same way.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
+    AzureError,
     ClientAuthenticationError,
     HttpResponseError,
     ResourceModifiedError,
     ResourceNotFoundError,
     ServiceRequestError,
+    ServiceResponseError,
 )
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import SansIOHTTPPolicy
@@ -32,13 +48,17 @@ from azure.mgmt.compute.models import VirtualMachineScaleSetUpdate
 from ..engine import armjson
 from ..engine.backend import Observations
 from ..engine.errors import BackendError, ConcurrencyError, InputError
-from ..engine.model import Instance, ModelVersion, ScaleSetModel
+from ..engine.model import Instance, ModelVersion, ProvisioningState, ScaleSetModel
+
+T = TypeVar("T")
 
 ENDPOINT_ENV = "VMSS_ROLLOUT_ARM_ENDPOINT"
 SUBSCRIPTION_ENV = "AZURE_SUBSCRIPTION_ID"
 PUBLIC_ARM = "https://management.azure.com"
 #: the built-in role that can read and upgrade scale sets (status and plan need Reader)
 ROLE = "Virtual Machine Contributor"
+#: statuses worth another try once azure-core's own retries gave up
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class RequestCounter(SansIOHTTPPolicy):  # type: ignore[type-arg]
@@ -106,10 +126,11 @@ def connect(
 
 
 @contextmanager
-def arm_errors(what: str, *, changed: bool) -> Iterator[None]:
+def arm_errors(what: str, *, changed: bool, attempts: int = 1) -> Iterator[None]:
     """Translate the SDK's exceptions into one-line errors. Before anything was
     changed, a missing resource, a refused credential or an unreachable
     endpoint is the user's input (exit 2); after, everything is a backend error."""
+    tried = f" (gave up after {attempts} attempts)" if attempts > 1 else ""
     try:
         yield
     except ResourceModifiedError as exc:
@@ -125,7 +146,11 @@ def arm_errors(what: str, *, changed: bool) -> Iterator[None]:
         raise error(f"{what}: not found ({_message(exc)})") from None
     except ServiceRequestError as exc:
         error = InputError if not changed else BackendError
-        raise error(f"{what}: cannot reach the ARM endpoint ({_message(exc)})") from None
+        raise error(f"{what}: cannot reach the ARM endpoint ({_message(exc)}){tried}") from None
+    except ServiceResponseError as exc:
+        raise BackendError(
+            f"{what}: the connection closed without an answer ({_message(exc)}){tried}"
+        ) from None
     except HttpResponseError as exc:
         if exc.status_code == 403:
             error = InputError if not changed else BackendError
@@ -133,7 +158,51 @@ def arm_errors(what: str, *, changed: bool) -> Iterator[None]:
                 f"{what}: not authorized ({_message(exc)}); the identity needs the "
                 f"'{ROLE}' role on the scale set (Reader for status and plan)"
             ) from None
-        raise BackendError(f"{what}: {_message(exc)}") from None
+        raise BackendError(f"{what}: {_message(exc)}{tried}") from None
+    except AzureError as exc:
+        raise BackendError(f"{what}: {_message(exc)}{tried}") from None
+
+
+def retry_after(exc: Exception) -> float | None:
+    """The server's Retry-After of a failed request, in seconds (None if absent)."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    for name, scale in (("retry-after-ms", 1000.0), ("x-ms-retry-after-ms", 1000.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return max(0.0, float(value) / scale)
+            except ValueError:
+                pass
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            return None  # an HTTP date: fall back to the backoff
+    return None
+
+
+def is_transient(exc: Exception, *, changed: bool) -> bool:
+    """Worth another try: a lost answer, a throttle or a server error. A
+    connection that could not be opened is transient only once the rollout
+    changed something (before, it is the user's endpoint that is wrong)."""
+    if isinstance(exc, ServiceResponseError):
+        return True
+    if isinstance(exc, ServiceRequestError):
+        return changed
+    if isinstance(exc, ClientAuthenticationError | ResourceModifiedError | ResourceNotFoundError):
+        return False
+    return isinstance(exc, HttpResponseError) and exc.status_code in TRANSIENT_STATUSES
+
+
+def is_unknown_instance(exc: Exception) -> bool:
+    """An action named an instance id the scale set no longer has (deleted meanwhile)."""
+    if not isinstance(exc, HttpResponseError) or exc.status_code not in (400, 404):
+        return False
+    error = getattr(exc, "error", None)
+    target = str(getattr(error, "target", "") or "").lower()
+    return target == "instanceids" or "instanceid" in str(getattr(error, "message", "")).lower()
 
 
 def _message(exc: Exception) -> str:
@@ -153,6 +222,10 @@ class AzureBackend:
         resource_group: str,
         name: str,
         counter: RequestCounter | None = None,
+        *,
+        attempts: int = 5,
+        backoff: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.client = client
         self.resource_group = resource_group
@@ -161,8 +234,53 @@ class AzureBackend:
         self.health_source = armjson.HEALTH_FALLBACK
         self.vmss_json: dict[str, Any] = {}
         self._known: dict[str, Instance] = {}
-        #: set once the backend changed anything: errors are then exit 3
+        #: set once the backend changed anything (or sent a write whose answer was
+        #: lost): errors are then exit 3
         self.changed = False
+        #: tries per call, including the first (transient failures only)
+        self.attempts = max(1, attempts)
+        #: seconds before the first retry when the server gives no Retry-After; doubles
+        self.backoff = backoff
+        self.sleep = sleep
+        #: retries made on top of azure-core's, by what was retried
+        self.retries: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ retries
+    def _call(
+        self,
+        what: str,
+        fn: Callable[[], T],
+        *,
+        write: bool = False,
+        again: Callable[[Exception], bool] | None = None,
+    ) -> T | None:
+        """``fn()``, retried on transient failures. ``again(exc)`` runs before
+        each retry (of a write) and returns False when nothing is left to do (the
+        lost request did it): then the result is None."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = fn()
+            except AzureError as exc:
+                unknown = write and is_unknown_instance(exc)
+                transient = unknown or is_transient(exc, changed=self.changed)
+                if write and transient and not unknown:
+                    self.changed = True  # the server may have acted
+                if not transient or attempt >= self.attempts:
+                    with arm_errors(what, changed=self.changed, attempts=attempt):
+                        raise
+                    raise  # pragma: no cover  (arm_errors always raises)
+                self.retries[what.split(" of ", 1)[0]] += 1
+                if not unknown:
+                    hint = retry_after(exc)
+                    self.sleep(hint if hint is not None else self.backoff * 2 ** (attempt - 1))
+                if again is not None and not again(exc):
+                    return None
+                continue
+            if write:
+                self.changed = True
+            return result
 
     @property
     def where(self) -> str:
@@ -178,19 +296,25 @@ class AzureBackend:
 
     # ------------------------------------------------------------------ reads
     def read_scale_set(self) -> ScaleSetModel:
-        with arm_errors(self.where, changed=self.changed):
-            vmss = self.client.virtual_machine_scale_sets.get(self.resource_group, self.name)
+        vmss = self._call(
+            self.where,
+            lambda: self.client.virtual_machine_scale_sets.get(self.resource_group, self.name),
+        )
+        assert vmss is not None
         self.vmss_json = vmss.as_dict()
         self.health_source = armjson.health_source(self.vmss_json)
         return armjson.scale_set(self.vmss_json)
 
     def list_instances(self) -> list[Instance]:
         use_vm_health = self.health_source != armjson.HEALTH_FALLBACK
-        with arm_errors(self.where, changed=self.changed):
+
+        def read_all() -> list[Instance]:
             pages = self.client.virtual_machine_scale_set_vms.list(
                 self.resource_group, self.name, expand="instanceView"
             )
             return [armjson.instance(vm.as_dict(), use_vm_health=use_vm_health) for vm in pages]
+
+        return self._call(self.where, read_all) or []
 
     def read(self) -> tuple[ScaleSetModel, list[Instance]]:
         model = self.read_scale_set()
@@ -215,36 +339,64 @@ class AzureBackend:
         extra: dict[str, Any] = {}
         if etag:
             extra = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
-        self.changed = True
-        with arm_errors(f"updating the model of {self.where}", changed=True):
-            result = self.client.virtual_machine_scale_sets.begin_update(
+
+        def applied(exc: Exception) -> bool:
+            # the answer was lost: if the change went through, it is done
+            live = self.read_scale_set()
+            return live.model != model
+
+        result = self._call(
+            f"updating the model of {self.where}",
+            lambda: self.client.virtual_machine_scale_sets.begin_update(
                 self.resource_group, self.name, VirtualMachineScaleSetUpdate(body), **extra
-            ).result()
-        self.vmss_json = result.as_dict()
+            ).result(),
+            write=True,
+            again=applied,
+        )
+        if result is not None:
+            self.vmss_json = result.as_dict()
         return self.vmss_json.get("etag") or etag
 
     def set_upgrade_mode(self, mode: str) -> str | None:
         """Switch ``upgradePolicy.mode`` (for ``--switch-to-manual`` and back)."""
-        self.changed = True
         body = VirtualMachineScaleSetUpdate({"properties": {"upgradePolicy": {"mode": mode}}})
-        with arm_errors(f"setting the upgrade policy of {self.where} to {mode}", changed=True):
-            result = self.client.virtual_machine_scale_sets.begin_update(
+        result = self._call(
+            f"setting the upgrade policy of {self.where} to {mode}",
+            lambda: self.client.virtual_machine_scale_sets.begin_update(
                 self.resource_group, self.name, body
-            ).result()
-        self.vmss_json = result.as_dict()
+            ).result(),
+            write=True,
+        )
+        if result is not None:
+            self.vmss_json = result.as_dict()
         return self.vmss_json.get("etag")
 
     def _instance_action(self, verb: str, ids: Sequence[str], **kwargs: Any) -> None:
-        self.changed = True
         ops = self.client.virtual_machine_scale_sets
         method = getattr(ops, f"begin_{verb}")
-        with arm_errors(
-            f"{verb.replace('_', ' ')} of {len(ids)} instances of {self.where}", changed=True
-        ):
+        remaining = list(ids)
+
+        def send() -> None:
             # no polling: the list call follows progress for every instance at once
             method(
-                self.resource_group, self.name, {"instanceIds": list(ids)}, polling=False, **kwargs
+                self.resource_group, self.name, {"instanceIds": remaining}, polling=False, **kwargs
             )
+
+        def still_needed(exc: Exception) -> bool:
+            current = {i.instance_id: i for i in self.list_instances()}
+            remaining[:] = [
+                iid
+                for iid in remaining
+                if iid in current and not _started(verb, current[iid], is_unknown_instance(exc))
+            ]
+            return bool(remaining)
+
+        self._call(
+            f"{verb.replace('_', ' ')} of {len(ids)} instances of {self.where}",
+            send,
+            write=True,
+            again=still_needed,
+        )
 
     def start_upgrade(self, instance_ids: Sequence[str]) -> None:
         self._instance_action("update_instances", instance_ids)
@@ -288,12 +440,37 @@ class AzureBackend:
 
     def add_instances(self, count: int) -> None:
         """Surge: raise the capacity; new instances come up on the current model."""
-        self.changed = True
         capacity = int(self.read_scale_set().capacity) + count
-        with arm_errors(f"scaling {self.where} to {capacity}", changed=True):
-            self.client.virtual_machine_scale_sets.begin_update(
+
+        def not_yet(exc: Exception) -> bool:
+            return int(self.read_scale_set().capacity) < capacity
+
+        self._call(
+            f"scaling {self.where} to {capacity}",
+            lambda: self.client.virtual_machine_scale_sets.begin_update(
                 self.resource_group,
                 self.name,
                 VirtualMachineScaleSetUpdate({"sku": {"capacity": capacity}}),
                 polling=False,
-            )
+            ),
+            write=True,
+            again=not_yet,
+        )
+
+
+_UPGRADE_VERBS = ("update_instances", "reimage", "reimage_all")
+
+
+def _started(verb: str, inst: Instance, unknown_ids: bool) -> bool:
+    """Whether a lost ``verb`` request already took effect on ``inst`` (so it
+    must not be sent again): for an upgrade or reimage, the instance is
+    updating or already on the latest model. After a refusal naming unknown
+    instance ids, nothing took effect."""
+    if unknown_ids:
+        return False
+    if verb in _UPGRADE_VERBS:
+        return inst.provisioning in (
+            ProvisioningState.UPDATING,
+            ProvisioningState.CREATING,
+        ) or (verb == "update_instances" and inst.latest_model_applied)
+    return verb == "delete_instances" and inst.provisioning is ProvisioningState.DELETING

@@ -13,12 +13,20 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ..engine.backend import Backend
-from ..engine.errors import InputError
+from ..engine.errors import BackendError, InputError
 from ..engine.events import Event, EventKind, StartUpgrade
 from ..engine.journal import Journal, RolloutRecord, model_to_dict
 from ..engine.model import Instance, ModelVersion, ScaleSetModel, UpgradeMode
 from ..engine.options import EngineOptions
-from ..engine.rollout import Outcome, Rollout, Step
+from ..engine.rollout import (
+    Outcome,
+    Rollout,
+    Step,
+    check_scope,
+    check_strategy_scope,
+    runs,
+)
+from ..strategies.base import Strategy
 from ..strategies.registry import make
 from .realtime import PollInterval, run
 
@@ -75,9 +83,7 @@ def policy_action(scale_set: ScaleSetModel, request: UpgradeRequest) -> PolicyAc
 
 
 def is_noop(scale_set: ScaleSetModel, instances: list[Instance], target: ModelVersion) -> bool:
-    return scale_set.model == target and all(
-        i.model == target and i.latest_model_applied for i in instances
-    )
+    return scale_set.model == target and all(runs(i, target) for i in instances)
 
 
 @dataclass
@@ -102,9 +108,18 @@ def execute(
     resume: RolloutRecord | None = None,
     previous: ModelVersion | None = None,
 ) -> UpgradeResult:
-    """Run the rollout, journaling every event as it happens."""
+    """Run the rollout, journaling every event as it happens.
+
+    An error ends the journal's record before it propagates: an
+    :class:`InputError` from the scale set (a refused write, nothing changed)
+    marks a new rollout "failed" (a resumed one "interrupted"); a
+    :class:`BackendError` (Azure failed after retries, something may have
+    changed) marks it "interrupted", so that ``resume`` continues it, and the
+    error names the rollout."""
     action = policy_action(scale_set, request)
     strategy = make(request.strategy)
+    if resume is None:
+        check_request(scale_set, instances, request)
     if resume is not None:
         record = journal.adopt(resume.id, wall())
     else:
@@ -122,6 +137,71 @@ def execute(
         if listener is not None:
             listener(event)
 
+    try:
+        return _drive(
+            backend,
+            scale_set,
+            instances,
+            request,
+            journal,
+            record,
+            action,
+            on_event,
+            should_stop=should_stop,
+            interval=interval,
+            wall=wall,
+            previous=previous,
+            strategy=strategy,
+        )
+    except InputError as exc:
+        if resume is None and not getattr(backend, "changed", True):
+            journal.finish(record.id, "failed", f"nothing changed: {exc}", wall())
+        else:
+            journal.mark_interrupted(record.id, f"stopped: {exc}", wall())
+        raise
+    except BackendError as exc:
+        journal.mark_interrupted(record.id, f"Azure error: {exc}", wall())
+        raise BackendError(
+            f"{exc}; rollout {record.id} stopped (the journal has what changed); continue "
+            f"with `vmss-rollout resume {record.id}`"
+        ) from None
+
+
+def check_request(
+    scale_set: ScaleSetModel, instances: list[Instance], request: UpgradeRequest
+) -> None:
+    """What can only be checked against the live scale set, before anything
+    changes: the policy, the scope filters, and the strategy's parameters against
+    the size of the scope (a fixed batch larger than the scope is a typo)."""
+    policy_action(scale_set, request)
+    strategy = make(request.strategy)
+    scope = request.options.scope
+    check_scope(scope, instances)
+    in_scope = sum(
+        1
+        for i in instances
+        if scope.covers(i.instance_id, i.update_domain, i.fault_domain, i.zone)
+        and not runs(i, request.target)
+    )
+    check_strategy_scope(strategy, in_scope)
+
+
+def _drive(
+    backend: ScaleSetBackend,
+    scale_set: ScaleSetModel,
+    instances: list[Instance],
+    request: UpgradeRequest,
+    journal: Journal,
+    record: RolloutRecord,
+    action: PolicyAction,
+    on_event: Callable[[Event], None],
+    *,
+    should_stop: Callable[[], bool],
+    interval: PollInterval | None,
+    wall: Callable[[], float],
+    previous: ModelVersion | None,
+    strategy: Strategy,
+) -> UpgradeResult:
     if action == "native-rolling":
         outcome = follow_rolling(
             backend,
@@ -133,7 +213,7 @@ def execute(
             interval=interval or PollInterval(),
             clock=time.monotonic,
         )
-        return _finish(journal, record, outcome, action)
+        return _finish(journal, record, outcome, action, wall)
     rollout = Rollout(
         scale_set.model,
         request.target,
@@ -228,7 +308,7 @@ def follow_rolling(
         obs = backend.poll()
         now = clock()
         for inst in obs.changed:
-            on_target = inst.model == request.target and inst.latest_model_applied
+            on_target = runs(inst, request.target)
             if on_target and inst.serving and inst.instance_id not in done:
                 done.add(inst.instance_id)
                 emit(
@@ -281,9 +361,7 @@ def follow_rolling(
         reason=reason,
         rolled_back=False,
         interrupted=cancelled,
-        scope=sum(
-            1 for i in instances if not (i.model == request.target and i.latest_model_applied)
-        ),
+        scope=sum(1 for i in instances if not runs(i, request.target)),
         upgraded=int(progress.get("successfulInstanceCount", len(done))),
         unhealthy=0,
         failed=int(progress.get("failedInstanceCount", 0)),

@@ -28,8 +28,10 @@ from ..engine.journal import Journal, RolloutRecord, model_from_dict
 from ..engine.model import Health, Instance, ModelVersion, PowerState, ProvisioningState
 from ..engine.options import EngineOptions, Scope
 from ..engine.rollout import check_scope
+from ..engine.rollout import runs as runs_model
 from ..engine.target import target_model
-from ..sim.runner import derive_seed, run_many, run_once, summarize
+from ..sim.parallel import Progress, run_study
+from ..sim.runner import derive_seed, run_once, summarize
 from ..sim.scenario import load_scenario
 from ..strategies import registry
 from . import output
@@ -37,6 +39,7 @@ from .options import (
     Bake,
     Canary,
     Checkpoints,
+    DaskAddress,
     Debug,
     HealthTimeout,
     Json,
@@ -48,9 +51,11 @@ from .options import (
     OnlyUpdateDomains,
     OnlyZones,
     Pause,
+    Workers,
     merge_engine_options,
     parse_engine_flags,
 )
+from .sweep import study_progress
 
 if TYPE_CHECKING:
     from ..backends.azure import AzureBackend
@@ -371,6 +376,8 @@ def plan(
         ),
     ] = None,
     runs: Annotated[int, typer.Option("--runs", help="Simulated runs.")] = 100,
+    workers: Workers = None,
+    dask: DaskAddress = None,
     only_instances: OnlyInstances = None,
     only_update_domains: OnlyUpdateDomains = None,
     only_fault_domains: OnlyFaultDomains = None,
@@ -397,7 +404,18 @@ def plan(
     backend = _backend(resource_group, name, subscription, arm_endpoint)
     scale_set, instances = backend.read()
     target = _target(scale_set.model, flags)
-    result = predict(instances, target, spec, options, scenario_path, runs)
+    with study_progress(f"simulating {spec}") as progress:
+        result = predict(
+            instances,
+            target,
+            spec,
+            options,
+            scenario_path,
+            runs,
+            workers=workers,
+            dask=dask,
+            progress=progress,
+        )
     from ..backends.upgrade import UpgradeRequest, policy_action
 
     try:
@@ -446,11 +464,14 @@ def predict(
     options: EngineOptions,
     scenario_path: str | None,
     runs: int,
+    *,
+    workers: int | None = None,
+    dask: str | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Waves and a Monte Carlo prediction of ``spec`` on a live topology."""
-    pending = frozenset(
-        i.instance_id for i in instances if not (i.model == target and i.latest_model_applied)
-    )
+    """Waves and a Monte Carlo prediction of ``spec`` on a live topology
+    (``workers``, ``dask``, ``progress``: as :func:`~..sim.parallel.run_study`)."""
+    pending = frozenset(i.instance_id for i in instances if not runs_model(i, target))
     base = load_scenario(scenario_path)
     scenario = dataclasses.replace(base, instances=len(instances) or 1)
     in_scope = [
@@ -464,7 +485,16 @@ def predict(
     scope = Scope(instances=frozenset(i.instance_id for i in in_scope))
     scenario = dataclasses.replace(scenario, engine=dataclasses.replace(options, scope=scope))
     recorded = run_once(scenario, spec, derive_seed(scenario.seed, 0), record=True, fleet=instances)
-    results = run_many(scenario, spec, runs, scenario.seed, fleet=instances)
+    results = run_study(
+        scenario,
+        spec,
+        runs=runs,
+        seed=scenario.seed,
+        fleet=instances,
+        workers=workers,
+        dask=dask,
+        progress=progress,
+    )
     return {
         "waves": [list(w) for w in recorded.waves()],
         "simulation": summarize(spec, scenario.seed, results),
@@ -653,9 +683,18 @@ def _run_upgrade(
     resume: RolloutRecord | None = None,
     previous: ModelVersion | None = None,
 ) -> None:
-    from ..backends.upgrade import UpgradeRequest, execute, is_noop, policy_action, summary
+    from ..backends.upgrade import (
+        UpgradeRequest,
+        check_request,
+        execute,
+        is_noop,
+        policy_action,
+        summary,
+    )
 
     request = UpgradeRequest(target, spec, options, allow_automatic, switch_to_manual, no_wait)
+    # retries of failed calls back off from the poll interval's minimum
+    backend.backoff = interval.minimum
     err = output.stderr_console()
     if is_noop(scale_set, instances, target):
         if resume is not None:
@@ -673,6 +712,8 @@ def _run_upgrade(
             err.print(f"nothing to do: {backend.where} already runs {target}", soft_wrap=True)
         return
     action = policy_action(scale_set, request)
+    if resume is None:
+        check_request(scale_set, instances, request)
     active = journal.active(backend.scale_set_id)
     if active is not None and (resume is None or active.id != resume.id):
         raise InputError(

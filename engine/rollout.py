@@ -129,6 +129,15 @@ def check_scope(scope: Scope, fleet: Iterable[Instance]) -> None:
             )
 
 
+def check_strategy_scope(strategy: Strategy, scope_size: int) -> None:
+    """A strategy's parameters against the scope, before a rollout changes
+    anything (e.g. a fixed batch larger than the scope is a typo): strategies
+    may define ``check_scope_size(scope_size)`` raising :class:`InputError`."""
+    check = getattr(strategy, "check_scope_size", None)
+    if scope_size > 0 and callable(check):
+        check(scope_size)
+
+
 def _summarize(values: set[Any]) -> str:
     ordered = sorted(values, key=lambda v: instance_sort_key(str(v)))
     if len(ordered) > 8:
@@ -136,8 +145,21 @@ def _summarize(values: set[Any]) -> str:
     return ", ".join(map(str, ordered)) or "none"
 
 
+def runs(inst: Instance, model: ModelVersion) -> bool:
+    """``inst`` runs ``model``: the latest model applied, and not failed there
+    (an instance whose upgrade failed is still to do)."""
+    return (
+        inst.model == model
+        and inst.latest_model_applied
+        and inst.provisioning is not ProvisioningState.FAILED
+    )
+
+
 def is_bad(inst: Instance) -> bool:
     return inst.health is Health.UNHEALTHY or inst.provisioning is ProvisioningState.FAILED
+
+
+_IN_PROGRESS = (ProvisioningState.UPDATING, ProvisioningState.CREATING)
 
 
 class _Index:
@@ -159,6 +181,12 @@ class _Index:
             for kind in DOMAIN_KINDS:
                 bucket = self.by[kind].setdefault(info.domain(kind), OrderedDict())
                 bucket[info.instance_id] = info
+
+    def add(self, info: InstanceInfo) -> None:
+        """Back in line (at the end)."""
+        self.pending[info.instance_id] = info
+        for kind in DOMAIN_KINDS:
+            self.by[kind].setdefault(info.domain(kind), OrderedDict())[info.instance_id] = info
 
     def remove(self, instance_id: str) -> InstanceInfo:
         info = self.pending.pop(instance_id)
@@ -215,6 +243,10 @@ class PhaseView:
         info = self._index.remove(instance_id)
         self.in_flight[instance_id] = info
         return info
+
+    def unstart(self, instance_id: str) -> None:
+        """An instance in flight goes back to pending."""
+        self._index.add(self.in_flight.pop(instance_id))
 
     def drop_pending(self, instance_id: str) -> None:
         self._index.remove(instance_id)
@@ -276,7 +308,7 @@ class Rollout:
             InstanceInfo(i.instance_id, i.update_domain, i.fault_domain, i.zone, i.serving)
             for i in self.fleet.values()
             if scope.covers(i.instance_id, i.update_domain, i.fault_domain, i.zone)
-            and not (i.model == target and i.latest_model_applied)
+            and not runs(i, target)
         ]
         self.view = self._new_view(infos)
         self.rollout_view = self.view
@@ -297,6 +329,19 @@ class Rollout:
         self._in_place: set[str] = set()
         #: the most in-scope instances down at once (in-place upgrades in flight)
         self.max_in_flight = 0
+        #: in-scope instances already being updated when the rollout starts (the
+        #: wave in flight when a killed rollout's process died, found by ``resume``):
+        #: followed as in flight and never asked again; back in line if they
+        #: settle on another model
+        self._adopted: set[str] = set()
+        for info in infos:
+            if self.fleet[info.instance_id].provisioning in _IN_PROGRESS:
+                iid = info.instance_id
+                self.view.start(iid)
+                self._watch[iid] = iid
+                self._in_place.add(iid)
+                self._adopted.add(iid)
+        self.max_in_flight = len(self._in_place)
 
     # ------------------------------------------------------------------ setup
     def _new_view(self, infos: Sequence[InstanceInfo]) -> PhaseView:
@@ -426,6 +471,17 @@ class Rollout:
                 self._emit(now, EventKind.INSTANCE_GONE, (iid,), detail="deleted before its turn")
 
     def _evaluate(self, now: float, owner: str, inst: Instance) -> None:
+        if (
+            owner in self._adopted
+            and inst.provisioning is ProvisioningState.SUCCEEDED
+            and not self._on_target(inst)
+        ):
+            # what was in progress was not our upgrade: back in line
+            self._adopted.discard(owner)
+            self._watch.pop(owner, None)
+            self._in_place.discard(owner)
+            self.view.unstart(owner)
+            return
         if inst.provisioning is ProvisioningState.FAILED:
             self._resolve(now, owner, Resolution.FAILED, "provisioning failed")
         elif inst.provisioning is ProvisioningState.SUCCEEDED and self._on_target(inst):
@@ -447,6 +503,7 @@ class Rollout:
             return
         self.view.resolve(owner, how)
         self._in_place.discard(owner)
+        self._adopted.discard(owner)
         self._awaiting.pop(owner, None)
         watched = self._surge_new.pop(owner, owner)
         self._watch.pop(watched, None)
@@ -501,6 +558,11 @@ class Rollout:
                 detail=(
                     f"{self.strategy.spec()} over {self.view.scope_size} instances: "
                     f"{self.previous} -> {self.target}"
+                    + (
+                        f"; {len(self._adopted)} already updating (followed, not asked again)"
+                        if self._adopted
+                        else ""
+                    )
                 ),
             )
             if self.view.scope_size == 0 and self.current == self.target:

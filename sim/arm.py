@@ -86,6 +86,9 @@ ARM_RESOURCES = (
     "https://management.core.windows.net/",
 )
 TOKEN_LIFETIME_S = 24 * 3600
+#: every access token the emulator issues starts with it, so that tests can look
+#: for tokens in output and files
+TOKEN_PREFIX = "vmss-emu-token."
 #: request-log entries kept (the oldest are dropped beyond it; counts stay exact)
 LOG_LIMIT = 100_000
 COMPUTE = "Microsoft.Compute"
@@ -128,6 +131,8 @@ class Response:
     #: a JSON-serialisable document, or None for an empty body
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    #: injected fault: the server closes the connection instead of answering
+    drop: bool = False
 
 
 class ArmError(Exception):
@@ -193,6 +198,22 @@ def _flag(value: object, key: str) -> bool:
     raise InputError(f"{key}: expected true or false, got {value!r}")
 
 
+def _count(value: object, key: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise InputError(f"{key}: expected a whole number >= 0, got {value!r}")
+
+
+#: what ``auth_failure`` makes every ARM request (or every write) answer
+AUTH_FAILURES = ("", "401", "403", "403-writes")
+
+
+def _auth_failure(value: object, key: str) -> str:
+    if isinstance(value, str) and value in AUTH_FAILURES:
+        return value
+    raise InputError(f"{key}: expected one of {', '.join(map(repr, AUTH_FAILURES))}, got {value!r}")
+
+
 _FAULT_PARSERS: dict[str, Callable[[object, str], Any]] = {
     "throttle_rate": _rate,
     "throttle_retry_after": _seconds,
@@ -204,6 +225,11 @@ _FAULT_PARSERS: dict[str, Callable[[object, str], Any]] = {
     "upgrade_failure": _rate,
     "unhealthy_after_upgrade": _rate,
     "bad_image": _flag,
+    "error_burst": _count,
+    "drop_rate": _rate,
+    "drop_burst": _count,
+    "silent_health": _flag,
+    "auth_failure": _auth_failure,
 }
 
 
@@ -229,8 +255,8 @@ class Faults:
     lro_failure_rate: float = 0.0
     #: the Retry-After of long-running operations, in (real) seconds
     lro_retry_after: float = 1.0
-    #: after the N-th accepted manualupgrade, change the model's tags (and etag) as
-    #: another client would
+    #: after the N-th accepted manualupgrade (counted from when this is set), change
+    #: the model's tags (and etag) as another client would
     concurrent_change_after: int | None = None
     #: the scenario's [faults]: probability that an instance upgrade fails
     upgrade_failure: float = 0.0
@@ -238,6 +264,20 @@ class Faults:
     unhealthy_after_upgrade: float = 0.0
     #: every instance upgraded to a model other than the initial one is unhealthy
     bad_image: bool = False
+    #: the next N ARM requests answer 500 and 503 alternately (counts down)
+    error_burst: int = 0
+    #: probability that an ARM request is handled but its connection is closed
+    #: without a response (the client cannot know whether it took effect)
+    drop_rate: float = 0.0
+    #: the next N write requests (PUT, PATCH, POST, DELETE) are handled and their
+    #: connections closed without a response (counts down)
+    drop_burst: int = 0
+    #: instances on a model other than the initial one never report health
+    #: (the Application Health extension stays "initializing")
+    silent_health: bool = False
+    #: "401": every ARM request is unauthenticated; "403": not authorized;
+    #: "403-writes": reads work, writes are not authorized (a Reader)
+    auth_failure: str = ""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -577,6 +617,11 @@ class ArmEmulator:
         self.manual_upgrades = 0
         self.log: deque[dict[str, Any]] = deque(maxlen=LOG_LIMIT)
         self.log_dropped = 0
+        #: every instance state change, in order with the requests (``seq``)
+        self.history: deque[dict[str, Any]] = deque(maxlen=LOG_LIMIT)
+        self._seq = 0
+        #: POST /_emulator/delete-scale-set: the scale set answers 404 until restored
+        self.deleted = False
         self.counts: dict[str, int] = {}
         self.status_counts: dict[str, int] = {}
 
@@ -676,7 +721,12 @@ class ArmEmulator:
         """Switch faults (also at run time); the scenario's [faults] go to the scale set.
 
         The fault generator is reseeded from (scenario seed, number of switches),
-        so what follows a switch depends only on the requests after it."""
+        so what follows a switch depends only on the requests after it; manual
+        upgrades count towards ``concurrent_change_after`` from when it is set."""
+        if getattr(self, "faults", None) is not None and (
+            faults.concurrent_change_after != self.faults.concurrent_change_after
+        ):
+            self.manual_upgrades = 0
         self.faults = faults
         key = f"vmss-rollout-emulator-faults:{self.scenario.seed}:{self._fault_changes}"
         self.fault_rng.seed(
@@ -715,7 +765,7 @@ class ArmEmulator:
 
     # ------------------------------------------------------------------ auth
     def issue_token(self, resource: str) -> dict[str, Any]:
-        token = secrets.token_urlsafe(32)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         expires = int(self.epoch.timestamp() + self.clock()) + TOKEN_LIFETIME_S
         self.tokens[token] = self.clock() + TOKEN_LIFETIME_S
         return {
@@ -807,11 +857,12 @@ class ArmEmulator:
     def handle(self, request: Request) -> Response:
         """Answer one ARM request (advancing simulated time first)."""
         self.advance()
+        seq = self._next_seq()
         route = self._route(request)
         try:
             self._check_auth(request)
             self._check_api_version(request)
-            self._inject_faults()
+            self._inject_faults(request)
             if route.handler is None:
                 raise ArmError(
                     404,
@@ -823,10 +874,56 @@ class ArmEmulator:
             response = exc.response()
         self._settle()
         response.headers.setdefault("x-ms-request-id", str(uuid.uuid4()))
-        self._record(request, route.operation, response.status, route.instance_ids)
+        response.drop = self._drop(request)
+        self._record(
+            request, route.operation, response.status, route.instance_ids, seq, response.drop
+        )
         return response
 
-    def _inject_faults(self) -> None:
+    def _drop(self, request: Request) -> bool:
+        """Whether to close this request's connection instead of answering."""
+        if self.faults.drop_burst and request.method.upper() in _WRITES:
+            self.faults = replace(self.faults, drop_burst=self.faults.drop_burst - 1)
+            return True
+        return self.faults.drop_rate > 0 and self.fault_rng.random() < self.faults.drop_rate
+
+    def _inject_faults(self, request: Request) -> None:
+        auth = self.faults.auth_failure
+        if auth == "401":
+            raise ArmError(
+                401,
+                "InvalidAuthenticationToken",
+                "The access token is invalid (injected by the emulator).",
+                headers={
+                    "WWW-Authenticate": 'Bearer authorization_uri="https://login.microsoftonline.com/'
+                    'common", error="invalid_token", error_description="The access token is '
+                    'invalid."'
+                },
+            )
+        if auth == "403" or (auth == "403-writes" and request.method.upper() in _WRITES):
+            verb = "write" if request.method.upper() in _WRITES else "read"
+            raise ArmError(
+                403,
+                "AuthorizationFailed",
+                "The client 'vmss-rollout-emulator' with object id "
+                "'00000000-0000-0000-0000-0000000000aa' does not have authorization to perform "
+                f"action 'Microsoft.Compute/virtualMachineScaleSets/{verb}' "
+                f"over scope '{self.vmss_id}' or the scope is invalid (injected by the emulator).",
+            )
+        if self.faults.error_burst:
+            left = self.faults.error_burst
+            self.faults = replace(self.faults, error_burst=left - 1)
+            if left % 2:
+                raise ArmError(
+                    500,
+                    "InternalServerError",
+                    "An internal server error occurred (injected by the emulator).",
+                )
+            raise ArmError(
+                503,
+                "ServiceUnavailable",
+                "The service is temporarily unavailable (injected by the emulator).",
+            )
         throttle, error, kind = (self.fault_rng.random() for _ in range(3))
         if throttle < self.faults.throttle_rate:
             raise ArmError(
@@ -850,7 +947,13 @@ class ArmEmulator:
             )
 
     def _record(
-        self, request: Request, operation: str, status: int, instance_ids: Sequence[str]
+        self,
+        request: Request,
+        operation: str,
+        status: int,
+        instance_ids: Sequence[str],
+        seq: int | None = None,
+        dropped: bool = False,
     ) -> None:
         self.counts[operation] = self.counts.get(operation, 0) + 1
         key = str(status)
@@ -866,6 +969,8 @@ class ArmEmulator:
                 "operation": operation,
                 "status": status,
                 "instance_ids": list(instance_ids),
+                "seq": self._next_seq() if seq is None else seq,
+                "dropped": dropped,
             }
         )
 
@@ -896,6 +1001,7 @@ class ArmEmulator:
                     "provisioning": inst.provisioning.value,
                     "power": inst.power.value,
                     "health": health_state(inst),
+                    "reported_health": self.reported_health(inst),
                     "latest_model_applied": inst.latest_model_applied,
                     "model": str(inst.model),
                 }
@@ -905,10 +1011,16 @@ class ArmEmulator:
             },
         }
 
+    def history_json(self) -> dict[str, Any]:
+        """Every instance state change (``GET /_emulator/history``), ordered with
+        the request log by ``seq``: what each instance ran when a request came."""
+        return {"history": list(self.history)}
+
     def reset_counts(self) -> None:
         self.counts.clear()
         self.status_counts.clear()
         self.log.clear()
+        self.history.clear()
         self.log_dropped = 0
         self.ss.requests.clear()
 
@@ -1053,7 +1165,7 @@ class ArmEmulator:
             raise ArmError(
                 404, "ResourceGroupNotFound", f"Resource group '{rg}' could not be found."
             )
-        if name.lower() != self.name.lower():
+        if self.deleted or name.lower() != self.name.lower():
             raise ArmError(
                 404,
                 "ResourceNotFound",
@@ -1097,7 +1209,7 @@ class ArmEmulator:
             raise ArmError(
                 404, "ResourceGroupNotFound", f"Resource group '{rg}' could not be found."
             )
-        return Response(200, {"value": [self.scale_set_json()]})
+        return Response(200, {"value": [] if self.deleted else [self.scale_set_json()]})
 
     def scale_set_json(self) -> dict[str, Any]:
         doc = copy.deepcopy(self.doc)
@@ -1479,7 +1591,7 @@ class ArmEmulator:
             "statuses": statuses,
         }
         if self.health_extension:
-            state = health_state(inst)
+            state = self.reported_health(inst)
             h_level, h_display = _HEALTH_STATUS[state]
             view["vmHealth"] = {"status": _status(f"HealthState/{state}", h_level, h_display)}
             view["extensions"] = [
@@ -1493,6 +1605,18 @@ class ArmEmulator:
                 }
             ]
         return view
+
+    def reported_health(self, inst: Instance) -> str:
+        """What the health extension reports: :func:`health_state`, unless
+        ``silent_health`` keeps instances on a new model "initializing"."""
+        state = health_state(inst)
+        if (
+            self.faults.silent_health
+            and inst.model != self.initial_model
+            and state in ("healthy", "unhealthy")
+        ):
+            return "initializing"
+        return state
 
     def _list_vms(self, request: Request) -> Response:
         expand = (request.query.get("$expand") or "").lower() == "instanceview"
@@ -1558,7 +1682,7 @@ class ArmEmulator:
         if self.health_extension:
             health: dict[str, int] = {}
             for inst in self.ss.instances.values():
-                code = f"HealthState/{health_state(inst)}"
+                code = f"HealthState/{self.reported_health(inst)}"
                 health[code] = health.get(code, 0) + 1
             body["extensions"] = [
                 {
@@ -1680,7 +1804,22 @@ class ArmEmulator:
         headers.update(retry_headers(self.faults.lro_retry_after))
         return Response(202, None, headers)
 
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
     def _instance_changed(self, iid: str, inst: Instance | None) -> None:
+        if hasattr(self, "history"):  # not while the scale set is being built
+            self.history.append(
+                {
+                    "seq": self._next_seq(),
+                    "t_sim": round(self.env.now, 6),
+                    "instance_id": iid,
+                    "model": None if inst is None or inst.model is None else str(inst.model),
+                    "latest_model_applied": None if inst is None else inst.latest_model_applied,
+                    "provisioning": None if inst is None else inst.provisioning.value,
+                }
+            )
         waiting = self._waiting.get(iid)
         if not waiting:
             return
@@ -1951,4 +2090,5 @@ _VMSS_ACTIONS = (
     "deallocate",
     "delete",
 )
+_WRITES = ("PUT", "PATCH", "POST", "DELETE")
 _VM_ACTIONS = ("start", "restart", "poweroff", "deallocate", "reimage", "reimageall")

@@ -22,6 +22,7 @@ Run it with ``vmss-rollout emulate`` or ``python -m vmss_rollout.sim.emulator``
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ipaddress
 import json
 import logging
@@ -29,7 +30,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -142,7 +143,61 @@ async def _request(request: HttpRequest) -> Request:
     )
 
 
-def create_app(arm: ArmEmulator) -> Starlette:
+class _Drop:
+    """Set by a handler: close this request's connection instead of answering."""
+
+    def __init__(self) -> None:
+        self.drop = False
+
+
+_DROP: contextvars.ContextVar[_Drop] = contextvars.ContextVar("vmss_rollout_drop")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class DroppingApp:
+    """ASGI wrapper for the ``drop_rate`` / ``drop_burst`` faults: when the
+    handler marked the request, the response is swallowed and the TCP
+    connection aborted, so the client sees a connection closed without an
+    answer (requests: ``ConnectionError(ProtocolError('Connection aborted.'))``,
+    azure-core: ``ServiceResponseError``). It reaches uvicorn's transport through
+    the ``send`` callable uvicorn passes (a bound method of its request cycle);
+    on another server a dropped request answers 500 instead."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        marker = _Drop()
+        token = _DROP.set(marker)
+
+        async def guarded(message: Message) -> None:
+            if not marker.drop:
+                await send(message)
+
+        try:
+            await self.app(scope, receive, guarded)
+        finally:
+            _DROP.reset(token)
+        if not marker.drop:
+            return
+        cycle = getattr(send, "__self__", None)
+        transport = getattr(cycle, "transport", None)
+        if transport is None or not hasattr(transport, "abort"):
+            raise RuntimeError("dropped connection (injected by the emulator)")
+        transport.abort()
+        await asyncio.sleep(0)  # let the server see the connection lost
+        if cycle is not None and hasattr(cycle, "disconnected"):
+            cycle.disconnected = True
+
+
+def create_app(arm: ArmEmulator) -> DroppingApp:
     """The ASGI app: the token endpoint, the ARM API and the loopback-only
     ``/_emulator`` control endpoints (request counts, faults)."""
 
@@ -153,7 +208,12 @@ def create_app(arm: ArmEmulator) -> Starlette:
         latency = arm.faults.latency
         if latency > 0:
             await asyncio.sleep(latency)
-        return _to_http(arm.handle(await _request(request)))
+        response = arm.handle(await _request(request))
+        if response.drop:
+            marker = _DROP.get(None)
+            if marker is not None:
+                marker.drop = True
+        return _to_http(response)
 
     def admin(
         handler: Callable[[HttpRequest, Any], Any],
@@ -202,15 +262,32 @@ def create_app(arm: ArmEmulator) -> Starlette:
         arm.advance()
         return arm.state()
 
+    def history(request: HttpRequest, body: Any) -> Any:
+        arm.advance()
+        return arm.history_json()
+
+    def delete_scale_set(request: HttpRequest, body: Any) -> Any:
+        arm.advance()
+        arm.deleted = True
+        return {"deleted": True}
+
+    def restore_scale_set(request: HttpRequest, body: Any) -> Any:
+        arm.advance()
+        arm.deleted = False
+        return {"deleted": False}
+
     routes = [
         Route(IDENTITY_PATH, identity, methods=["GET", "POST"]),
         Route(f"{ADMIN_PREFIX}/requests", admin(requests), methods=["GET"]),
         Route(f"{ADMIN_PREFIX}/reset-counts", admin(reset_counts), methods=["POST"]),
         Route(f"{ADMIN_PREFIX}/faults", admin(faults), methods=["GET", "POST"]),
         Route(f"{ADMIN_PREFIX}/state", admin(state), methods=["GET"]),
+        Route(f"{ADMIN_PREFIX}/history", admin(history), methods=["GET"]),
+        Route(f"{ADMIN_PREFIX}/delete-scale-set", admin(delete_scale_set), methods=["POST"]),
+        Route(f"{ADMIN_PREFIX}/restore-scale-set", admin(restore_scale_set), methods=["POST"]),
         Route("/{path:path}", resource_manager, methods=_METHODS),
     ]
-    return Starlette(routes=routes)
+    return DroppingApp(Starlette(routes=routes))
 
 
 @dataclass(frozen=True)

@@ -176,6 +176,13 @@ class Batch(StrategyBase):
     def next_wave(self, view: View) -> Sequence[str]:
         return [] if view.in_flight else _take(view.pending, self._size(view.scope_size))
 
+    def check_scope_size(self, scope_size: int) -> None:
+        """A fixed size larger than the scope is a typo (checked before a real rollout)."""
+        if self.size is not None and self.size > scope_size:
+            raise InputError(
+                f"batch:size: {self.size} is larger than the scope ({scope_size} instances)"
+            )
+
     def max_down(self, scope: Sequence[InstanceInfo], fleet_size: int) -> int:
         return min(len(scope), self._size(len(scope)))
 

@@ -24,104 +24,12 @@ import pytest
 pytest.importorskip("azure.mgmt.compute")
 pytest.importorskip("uvicorn")
 
-import requests
+
+from emulated import FAST, RG, SCENARIO, Emulated
 
 from vmss_rollout.engine.journal import Journal
 from vmss_rollout.sim import load_scenario, run_once
 from vmss_rollout.sim.launch import emulator_process
-
-RG = "vmss-rollout-rg"
-SCENARIO = """
-name = "web-tier"
-seed = 3
-[scale_set]
-instances = {instances}
-update_domains = 5
-fault_domains = 3
-[timing]
-upgrade = "fixed(60s)"
-health_delay = "fixed(30s)"
-"""
-#: wall-clock engine options: the emulator runs simulated time x600
-FAST = ["--poll-interval", "0.05:0.3", "--health-timeout", "30s"]
-IDENTITY_VARS = (
-    "AZURE_CLIENT_ID",
-    "AZURE_CLIENT_SECRET",
-    "AZURE_TENANT_ID",
-    "MSI_ENDPOINT",
-    "IMDS_ENDPOINT",
-    "AZURE_FEDERATED_TOKEN_FILE",
-)
-
-
-class Emulated:
-    """One emulator process and helpers to run the CLI against it."""
-
-    def __init__(self, info: dict[str, Any], tmp: Path, scenario: Path) -> None:
-        self.info = info
-        self.tmp = tmp
-        self.scenario = scenario
-        self.journal = tmp / "journal.sqlite"
-        self.env = {k: v for k, v in os.environ.items() if k not in IDENTITY_VARS}
-        self.env.update(info["env"])
-        # the tests pass --arm-endpoint too; the variable stays as a guard, so that no
-        # command can ever fall back to the public endpoint
-
-        self.env["VMSS_ROLLOUT_JOURNAL"] = str(self.journal)
-        self.env["COLUMNS"] = "200"
-        self.version = 1
-
-    @property
-    def name(self) -> str:
-        return str(self.info["name"])
-
-    def cli(self, *args: str, check_json: bool = False) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "vmss_rollout.cli.app", *args]
-        if args and args[0] in ("status", "plan", "upgrade", "resume", "instances"):
-            command += ["--arm-endpoint", self.info["endpoint"]]
-        result = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=120)
-        if check_json:
-            assert result.stdout, result.stderr
-        return result
-
-    def upgrade(self, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-        self.version += 1
-        result = self.cli(
-            "upgrade",
-            "-g",
-            RG,
-            "-n",
-            self.name,
-            "--image-version",
-            f"{self.version}.0.0",
-            "--yes",
-            "--json",
-            *FAST,
-            *args,
-        )
-        data = json.loads(result.stdout) if result.stdout.strip() else {}
-        return result, data
-
-    def admin(self, path: str, body: Any = None) -> Any:
-        url = f"{self.info['endpoint']}/_emulator/{path}"
-        verify = self.info["env"]["REQUESTS_CA_BUNDLE"]
-        response = (
-            requests.post(url, json=body, verify=verify, timeout=10)
-            if body is not None
-            else requests.get(url, verify=verify, timeout=10)
-        )
-        response.raise_for_status()
-        return response.json()
-
-    def upgrade_requests(self) -> Counter[str]:
-        """How many manual-upgrade requests each instance received."""
-        log = self.admin("requests")["log"]
-        return Counter(
-            i
-            for entry in log
-            if entry["operation"].endswith("manualupgrade") and entry["status"] < 300
-            for i in entry.get("instance_ids") or []
-        )
 
 
 def journal_waves(emu: Emulated, rollout_id: str) -> list[dict[str, Any]]:
