@@ -21,7 +21,7 @@ from typing import Any
 import simpy
 
 from vmss_rollout.engine.rollout import Rollout
-from vmss_rollout.sim.runner import build, drive
+from vmss_rollout.sim.runner import build, simulate_rollout
 from vmss_rollout.sim.scaleset import CURRENT_MODEL, TARGET_MODEL
 from vmss_rollout.sim.scenario import default_scenario
 from vmss_rollout.strategies.registry import make
@@ -36,8 +36,7 @@ def simulate(instances: int, spec: str) -> tuple[float, int]:
     rollout = Rollout(
         CURRENT_MODEL, TARGET_MODEL, fleet, make(spec), scenario.engine, keep_events=False
     )
-    env.process(drive(env, rollout, scale_set))
-    env.run()
+    simulate_rollout(env, rollout, scale_set)
     elapsed = time.perf_counter() - start
     assert rollout.outcome().upgraded == instances, rollout.outcome()
     return elapsed, next(env._eid)  # SimPy's event id counter: events scheduled so far
