@@ -7,6 +7,7 @@ the :class:`~vmss_rollout.backends.azure.AzureBackend` interface.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -107,8 +108,13 @@ def execute(
     wall: Callable[[], float] = time.time,
     resume: RolloutRecord | None = None,
     previous: ModelVersion | None = None,
+    finishing_rollback: str | None = None,
 ) -> UpgradeResult:
     """Run the rollout, journaling every event as it happens.
+
+    ``finishing_rollback`` (the original halt reason): a resumed rollout that was
+    rolling back; ``request.target`` is then the previous model, and a run that
+    gets there ends the record "halted" and "rolled back", never "completed".
 
     An error ends the journal's record before it propagates: an
     :class:`InputError` from the scale set (a refused write, nothing changed)
@@ -152,6 +158,7 @@ def execute(
             wall=wall,
             previous=previous,
             strategy=strategy,
+            finishing_rollback=finishing_rollback,
         )
     except InputError as exc:
         if resume is None and not getattr(backend, "changed", True):
@@ -201,6 +208,7 @@ def _drive(
     wall: Callable[[], float],
     previous: ModelVersion | None,
     strategy: Strategy,
+    finishing_rollback: str | None = None,
 ) -> UpgradeResult:
     if action == "native-rolling":
         outcome = follow_rolling(
@@ -213,7 +221,7 @@ def _drive(
             interval=interval or PollInterval(),
             clock=time.monotonic,
         )
-        return _finish(journal, record, outcome, action, wall)
+        return _finish(journal, record, outcome, action, wall, finishing_rollback)
     rollout = Rollout(
         scale_set.model,
         request.target,
@@ -253,7 +261,7 @@ def _drive(
     if request.no_wait and not rollout.finished:
         record = journal.mark_interrupted(record.id, "--no-wait: started, not followed", wall())
         return UpgradeResult(record, outcome, action, started_only=True)
-    return _finish(journal, record, outcome, action, wall)
+    return _finish(journal, record, outcome, action, wall, finishing_rollback)
 
 
 def _finish(
@@ -262,9 +270,13 @@ def _finish(
     outcome: Outcome,
     action: PolicyAction,
     wall: Callable[[], float] = time.time,
+    finishing_rollback: str | None = None,
 ) -> UpgradeResult:
     if outcome.interrupted:
         record = journal.mark_interrupted(record.id, outcome.reason, wall())
+    elif finishing_rollback is not None and outcome.completed:
+        outcome = dataclasses.replace(outcome, rolled_back=True)
+        record = journal.finish(record.id, "halted", f"{finishing_rollback}; rolled back", wall())
     else:
         state = "completed" if outcome.completed else "halted"
         record = journal.finish(record.id, state, outcome.reason, wall())
@@ -387,8 +399,8 @@ def summary(result: UpgradeResult, counts: dict[str, Any]) -> dict[str, Any]:
     o = result.outcome
     return {
         "rollout": result.record.to_json(),
-        "completed": o.completed,
-        "halted": o.halted,
+        "completed": result.record.state == "completed",
+        "halted": o.halted or result.record.state == "halted",
         "interrupted": o.interrupted,
         "reason": o.reason,
         "rolled_back": o.rolled_back,

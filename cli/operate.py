@@ -682,6 +682,7 @@ def _run_upgrade(
     json: bool,
     resume: RolloutRecord | None = None,
     previous: ModelVersion | None = None,
+    finishing_rollback: str | None = None,
 ) -> None:
     from ..backends.upgrade import (
         UpgradeRequest,
@@ -753,6 +754,7 @@ def _run_upgrade(
                 interval=interval,
                 resume=resume,
                 previous=previous,
+                finishing_rollback=finishing_rollback,
             )
     except KeyboardInterrupt:
         record = journal.active(backend.scale_set_id)
@@ -779,18 +781,19 @@ def _run_upgrade(
                 soft_wrap=True,
             )
         else:
-            verdict = "completed" if o.completed else f"halted: {o.reason}"
+            record = result.record
+            verdict = "completed" if record.state == "completed" else f"halted: {record.reason}"
             err.print(
                 f"rollout {result.record.id} {verdict}: {o.upgraded} upgraded, "
                 f"{o.failed + o.unhealthy} failed or unhealthy"
-                + ("; rolled back" if o.rolled_back else ""),
+                + ("; rolled back" if o.rolled_back and "rolled back" not in verdict else ""),
                 soft_wrap=True,
             )
         err.print(f"{backend.counter.total} ARM requests", soft_wrap=True)
     o = result.outcome
     if o.interrupted and not result.started_only:
         raise typer.Exit(130)
-    if o.halted or o.failed or o.unhealthy:
+    if o.halted or o.failed or o.unhealthy or result.record.state == "halted":
         raise typer.Exit(1)
 
 
@@ -840,6 +843,15 @@ def resume(
     target = model_from_dict(record.target_model)
     previous = model_from_dict(record.previous_model)
     options = EngineOptions.from_mapping(record.options, "journal options")
+    rollback = _rollback_reason(book, record)
+    if rollback is not None:
+        # it was rolling back: finish that, never re-apply the model that failed
+        # (and, like the engine's own rollback phase, without the health gates:
+        # the instances it must fix are the unhealthy ones)
+        target = previous
+        options = dataclasses.replace(
+            options, on_failure="freeze", max_unhealthy=100.0, max_unhealthy_upgraded=100.0
+        )
     _run_upgrade(
         backend,
         scale_set,
@@ -856,7 +868,17 @@ def resume(
         json=json,
         resume=record,
         previous=previous,
+        finishing_rollback=rollback,
     )
+
+
+def _rollback_reason(book: Journal, record: RolloutRecord) -> str | None:
+    """The halt that started a rollback this rollout did not finish, if any."""
+    events = book.events(record.id)
+    if not any(e["kind"] == EventKind.ROLLBACK_STARTED.value for e in events):
+        return None
+    halts = [e["detail"] for e in events if e["kind"] == EventKind.HALTED.value]
+    return halts[0] if halts else record.reason or "halted"
 
 
 def _names_from_id(scale_set_id: str) -> tuple[str, str]:

@@ -482,3 +482,42 @@ def test_retry_after_is_honoured() -> None:
     assert retry_after(Failed({"retry-after": "3"})) == 3.0
     assert retry_after(Failed({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) is None
     assert retry_after(Failed({})) is None
+
+
+def test_a_rollout_killed_while_rolling_back_resumes_the_rollback(small: Emulated) -> None:
+    """After a SIGKILL during a rollback, `resume` finishes the rollback: it must
+    never re-apply the image that failed."""
+    import signal
+
+    emu = small
+    before = emu.state()["model"]
+    emu.faults(bad_image=True)
+
+    def kill_in_rollback(line: str, proc: subprocess.Popen[str]) -> None:
+        if "rollback_started" in line:
+            proc.send_signal(signal.SIGKILL)
+
+    code, output = emu.watch_upgrade(
+        "--strategy",
+        "batch:size=4",
+        "--on-failure",
+        "rollback",
+        "--health-timeout",
+        "5s",
+        on_line=kill_in_rollback,
+    )
+    assert code == -signal.SIGKILL, output
+    with Journal(emu.journal) as journal:
+        rollout = journal.history()[0].id  # killed before it could print its id
+    assert record(emu, rollout).state == "running"
+    # the image is still bad: a resume that rolled forward would fail the checks below
+    resumed = emu.cli("resume", rollout, "--yes", "--json", *FAST[:2])
+    assert resumed.returncode == 1, resumed.stderr  # a rolled-back rollout did not complete
+    data = json.loads(resumed.stdout)
+    assert data["rolled_back"] and not data["completed"]
+    rec = record(emu, rollout)
+    assert rec.state == "halted" and rec.reason.endswith("; rolled back")
+    assert rec.reason.startswith("max-unhealthy-upgraded")
+    state = emu.state()
+    assert state["model"] == before
+    assert all(s["latest_model_applied"] for s in state["instances"].values())
