@@ -59,7 +59,14 @@ from .events import (
     StartUpgrade,
     UpdateModel,
 )
-from .model import Health, Instance, ModelVersion, ProvisioningState, instance_sort_key
+from .model import (
+    Health,
+    Instance,
+    ModelVersion,
+    PowerState,
+    ProvisioningState,
+    instance_sort_key,
+)
 from .options import EngineOptions, Scope
 
 
@@ -160,6 +167,13 @@ def is_bad(inst: Instance) -> bool:
 
 
 _IN_PROGRESS = (ProvisioningState.UPDATING, ProvisioningState.CREATING)
+
+
+def _awaiting_health(inst: Instance, target: ModelVersion) -> bool:
+    """On the target (upgraded by a run that was killed) but its health not
+    reported yet: followed until healthy, or unhealthy at the health timeout,
+    never asked again."""
+    return runs(inst, target) and inst.health is Health.UNKNOWN and inst.power is PowerState.RUNNING
 
 
 class _Index:
@@ -308,7 +322,7 @@ class Rollout:
             InstanceInfo(i.instance_id, i.update_domain, i.fault_domain, i.zone, i.serving)
             for i in self.fleet.values()
             if scope.covers(i.instance_id, i.update_domain, i.fault_domain, i.zone)
-            and not runs(i, target)
+            and (not runs(i, target) or _awaiting_health(i, target))
         ]
         self.view = self._new_view(infos)
         self.rollout_view = self.view
@@ -335,7 +349,8 @@ class Rollout:
         #: settle on another model
         self._adopted: set[str] = set()
         for info in infos:
-            if self.fleet[info.instance_id].provisioning in _IN_PROGRESS:
+            inst = self.fleet[info.instance_id]
+            if inst.provisioning in _IN_PROGRESS or _awaiting_health(inst, target):
                 iid = info.instance_id
                 self.view.start(iid)
                 self._watch[iid] = iid
@@ -552,6 +567,9 @@ class Rollout:
         self._expire_health(now)
         if self.phase is Phase.INIT:
             self.started_at = now
+            for iid in sorted(self._adopted):
+                # on the target, health not known yet: its health timeout starts now
+                self._evaluate(now, iid, self.fleet[iid])
             self._emit(
                 now,
                 EventKind.ROLLOUT_STARTED,

@@ -427,3 +427,27 @@ def test_engine_source_imports_neither_simpy_azure_time_nor_asyncio(package: obj
                 continue
             bad = {n.split(".")[0] for n in names} & FORBIDDEN
             assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+def test_resume_follows_instances_on_the_target_still_waiting_for_health() -> None:
+    """After a kill, an instance already upgraded but not yet reporting health is
+    followed (and times out if it stays silent), never asked to upgrade again."""
+    instances = fleet(3)
+    instances[0] = upgraded(instances[0], Health.UNKNOWN)  # the killed run's last wave
+    instances[1] = upgraded(instances[1], Health.HEALTHY)
+    rollout = Rollout(NEW, NEW, instances, make("one-at-a-time"), EngineOptions(health_timeout=60))
+    step = rollout.step(100)
+    assert started(step.actions) == []  # "0" is in flight already; nothing else starts
+    assert step.wake_at == 160
+    rollout.observe(130, [instances[0].evolve(health=Health.HEALTHY)])
+    assert started(rollout.step(130).actions) == [("2",)]
+    assert rollout.outcome().upgraded == 1  # "0" resolved done; "1" was never in scope
+
+    silent = fleet(2)
+    silent[0] = upgraded(silent[0], Health.UNKNOWN)
+    quiet = Rollout(NEW, NEW, silent, make("one-at-a-time"), EngineOptions(health_timeout=60))
+    quiet.step(0)
+    quiet.step(60)
+    assert [e.detail for e in quiet.events if e.kind is EventKind.INSTANCE_UNHEALTHY] == [
+        "not healthy 60s after its upgrade"
+    ]
