@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engine.errors import InputError
 from ..engine.events import EventKind
-from ..sim.runner import RunResult, derive_seed, percentile, run_once
+from ..sim.runner import RunResult, percentile
 from ..sim.scenario import Scenario
 from .output import COMPARE_COLUMNS, fmt_duration, fmt_number
 
@@ -189,23 +189,6 @@ def domain_heat(
 
 
 # --------------------------------------------------------------------------- the simulator side
-
-
-def recorded_runs(
-    scenario: Scenario,
-    strategy: str,
-    runs: int | None = None,
-    seed: int | None = None,
-    fleet: Sequence[Instance] | None = None,
-) -> list[RunResult]:
-    """:func:`run_many` with ``record=True``: the same derived seeds, hence the
-    same numbers (``summarize`` of both is equal), plus timelines and events."""
-    n = scenario.runs if runs is None else runs
-    base = scenario.seed if seed is None else seed
-    return [
-        run_once(scenario, strategy, derive_seed(base, i), record=True, fleet=fleet)
-        for i in range(n)
-    ]
 
 
 def topology_of(scenario: Scenario, fleet: Sequence[Instance] | None = None) -> dict[str, int]:

@@ -22,7 +22,6 @@ from vmss_rollout.cli.plotting import (
     compare_cells,
     domain_heat,
     plot,
-    recorded_runs,
     serving_bands,
     shaded_intervals,
     topology_of,
@@ -33,6 +32,7 @@ from vmss_rollout.cli.plotting import (
 )
 from vmss_rollout.engine.errors import InputError
 from vmss_rollout.engine.events import Event, EventKind
+from vmss_rollout.sim.parallel import run_study
 from vmss_rollout.sim.runner import RunResult, run_many, summarize
 from vmss_rollout.sim.scaleset import TimelineRow
 from vmss_rollout.sim.scenario import Scenario, default_scenario
@@ -171,7 +171,7 @@ def scenario() -> Scenario:
 
 @pytest.fixture(scope="module")
 def studies(scenario: Scenario) -> dict[str, list[RunResult]]:
-    return {spec: recorded_runs(scenario, spec) for spec in STRATEGIES}
+    return {spec: run_study(scenario, spec, record=True) for spec in STRATEGIES}
 
 
 def chart_args(scenario: Scenario, studies: dict[str, list[RunResult]]) -> dict[str, Any]:
