@@ -27,6 +27,8 @@ from . import operate, output, plotting
 from .emulate import emulate
 from .options import (
     DEBUG_KEY,
+    ENGINE_FLAGS,
+    SCENARIO_PARAMS,
     BadImage,
     Bake,
     Canary,
@@ -141,43 +143,11 @@ def _root(
 # --------------------------------------------------------------------------- helpers
 
 
-#: scenario-override flags (command parameter name -> scenario setting)
-SCENARIO_FLAGS = {
-    "runs": "runs",
-    "seed": "seed",
-    "instances": "instances",
-    "update_domains": "update_domains",
-    "fault_domains": "fault_domains",
-    "zones": "zones",
-    "upgrade_time": "upgrade",
-    "health_delay": "health_delay",
-    "failure_rate": "upgrade_failure",
-    "unhealthy_rate": "unhealthy_after_upgrade",
-    "bad_image": "bad_image",
-    "demand": "required",
-}
-#: engine-option flags: the parameter name is the option name
-ENGINE_FLAGS = (
-    "only_instances",
-    "only_update_domains",
-    "only_fault_domains",
-    "only_zones",
-    "max_unhealthy",
-    "max_unhealthy_upgraded",
-    "pause",
-    "health_timeout",
-    "canary",
-    "bake",
-    "checkpoints",
-    "on_failure",
-)
-
-
 def _scenario(path: str | None, flags: Mapping[str, Any]) -> Scenario:
     """The scenario file (or the built-in one) with a command's scenario-override
     and engine-option flags (its parameters, e.g. ``locals()``) applied."""
     scenario = load_scenario(path)
-    overrides = {key: flags.get(param) for param, key in SCENARIO_FLAGS.items()}
+    overrides = {key: flags.get(param) for param, key in SCENARIO_PARAMS.items()}
     scenario = apply_scenario_overrides(scenario, overrides)
     scenario = apply_engine_flags(scenario, {name: flags.get(name) for name in ENGINE_FLAGS})
     note = POLICY_NOTES.get(scenario.upgrade_policy)

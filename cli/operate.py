@@ -36,6 +36,7 @@ from ..sim.scenario import load_scenario
 from ..strategies import registry
 from . import output
 from .options import (
+    ENGINE_FLAGS,
     Bake,
     Canary,
     Checkpoints,
@@ -63,20 +64,6 @@ if TYPE_CHECKING:
 AZURE_EXTRA = "this command needs the Azure SDK: pip install 'vmss-rollout[azure]'"
 TARGET_PANEL = "Target model"
 AZURE_PANEL = "Azure"
-ENGINE_FLAGS = (
-    "only_instances",
-    "only_update_domains",
-    "only_fault_domains",
-    "only_zones",
-    "max_unhealthy",
-    "max_unhealthy_upgraded",
-    "pause",
-    "health_timeout",
-    "canary",
-    "bake",
-    "checkpoints",
-    "on_failure",
-)
 
 # --------------------------------------------------------------------------- options
 

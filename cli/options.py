@@ -222,6 +222,13 @@ def flag_errors(renames: Mapping[str, str], *, anywhere: bool = False) -> Iterat
         raise type(exc)(renamed) from None
 
 
+#: a command's parameter name (its flag, ``--upgrade-time`` -> ``upgrade_time``) ->
+#: the scenario setting it overrides
+SCENARIO_PARAMS: dict[str, str] = {
+    flag[2:].replace("-", "_"): setting for setting, (_, flag) in SCENARIO_FLAGS.items()
+}
+
+
 def apply_scenario_overrides(scenario: Scenario, values: Mapping[str, object]) -> Scenario:
     """``scenario`` with the given (non-None) CLI overrides applied and validated.
 
@@ -362,6 +369,24 @@ OnFailure = Annotated[
         rich_help_panel=ENGINE_PANEL,
     ),
 ]
+
+
+#: the engine-option flags every command that rolls out shares; a command's
+#: parameter is named like the option (``--max-unhealthy`` -> ``max_unhealthy``)
+ENGINE_FLAGS = (
+    "only_instances",
+    "only_update_domains",
+    "only_fault_domains",
+    "only_zones",
+    "max_unhealthy",
+    "max_unhealthy_upgraded",
+    "pause",
+    "health_timeout",
+    "canary",
+    "bake",
+    "checkpoints",
+    "on_failure",
+)
 
 
 def engine_flag(name: str) -> str:
