@@ -391,10 +391,6 @@ def _path(data: Any, *keys: str) -> Any:
     return data
 
 
-def predicted_waves(events: list[Event]) -> list[tuple[str, ...]]:
-    return [e.instances for e in events if e.kind is EventKind.WAVE_STARTED]
-
-
 def summary(result: UpgradeResult, counts: dict[str, Any]) -> dict[str, Any]:
     o = result.outcome
     return {

@@ -56,10 +56,6 @@ def iso_duration(text: str | None) -> float:
     return parts["d"] * 86400 + parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
 
 
-def iso_from_seconds(seconds: float) -> str:
-    return f"PT{seconds:g}S"
-
-
 # ----------------------------------------------------------------------------- images
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from .errors import InputError
+from .model import instance_sort_key
 
 OnFailure = Literal["freeze", "rollback"]
 
@@ -174,7 +175,7 @@ class EngineOptions:
         out: dict[str, Any] = {}
         sc = self.scope
         if sc.instances is not None:
-            out["only_instances"] = sorted(sc.instances, key=_id_key)
+            out["only_instances"] = sorted(sc.instances, key=instance_sort_key)
         if sc.update_domains is not None:
             out["only_update_domains"] = sorted(sc.update_domains)
         if sc.fault_domains is not None:
@@ -192,10 +193,6 @@ class EngineOptions:
             out["checkpoints"] = [f"{c:g}%" for c in self.checkpoints]
         out["on_failure"] = self.on_failure
         return out
-
-
-def _id_key(instance_id: str) -> tuple[int, int | str]:
-    return (0, int(instance_id)) if instance_id.isdigit() else (1, instance_id)
 
 
 def _list(value: object) -> list[object]:

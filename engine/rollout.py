@@ -381,9 +381,6 @@ class Rollout:
         rolling_back = self.phase in (Phase.ROLLBACK_MODEL, Phase.ROLLING_BACK)
         return self.previous if rolling_back else self.target
 
-    def in_flight_ids(self) -> list[str]:
-        return list(self.view.in_flight)
-
     def outcome(self) -> Outcome:
         view = self.rollout_view
         counts = {r: 0 for r in Resolution}
