@@ -45,10 +45,10 @@ from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import VirtualMachineScaleSetUpdate
 
-from ..engine import armjson
 from ..engine.backend import Observations
 from ..engine.errors import BackendError, ConcurrencyError, InputError
 from ..engine.model import Instance, ModelVersion, ProvisioningState, ScaleSetModel
+from . import armjson
 
 T = TypeVar("T")
 

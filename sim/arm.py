@@ -42,7 +42,7 @@ from urllib.parse import quote, urlencode
 
 import simpy
 
-from ..engine import armjson
+from ..backends import armjson
 from ..engine.errors import InputError
 from ..engine.model import (
     Health,
@@ -1411,7 +1411,7 @@ class ArmEmulator:
         if isinstance(ref, dict) and isinstance(os_disk, dict):
             os_disk.pop("image", None)  # an image reference and a legacy image are exclusive
             ref.pop("exactVersion", None)
-        # parsed exactly as the Azure backend parses it (engine.armjson)
+        # parsed exactly as the Azure backend parses it (backends.armjson)
         return ModelVersion(armjson.image_from_storage_profile(storage), vm_size.strip())
 
     @staticmethod

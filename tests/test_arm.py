@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from vmss_rollout.engine import armjson
+from vmss_rollout.backends import armjson
 from vmss_rollout.engine.errors import InputError
 from vmss_rollout.engine.model import Health, ImageReference, PowerState, ProvisioningState
 from vmss_rollout.sim.arm import ArmEmulator, Faults, Request, Response, build_scale_set

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vmss_rollout.engine import armjson
+from vmss_rollout.backends import armjson
 from vmss_rollout.engine.errors import InputError
 from vmss_rollout.engine.model import (
     Health,

@@ -11,8 +11,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import InputError
-from .model import (
+from ..engine.errors import InputError
+from ..engine.model import (
     Health,
     ImageReference,
     Instance,
