@@ -13,6 +13,7 @@ from typing import Any
 
 from ..engine.errors import InputError
 from ..engine.model import (
+    ID_FIELDS,
     Health,
     ImageReference,
     Instance,
@@ -67,7 +68,7 @@ def image_from_storage_profile(storage: Json | None) -> ImageReference:
         offer=ref.get("offer"),
         sku=ref.get("sku"),
         version=ref.get("version"),
-        id=ref.get("id") or ref.get("sharedGalleryImageId") or ref.get("communityGalleryImageId"),
+        id=next((ref[f] for f in ID_FIELDS if ref.get(f)), None),
         uri=uri,
     )
 
@@ -77,7 +78,9 @@ def storage_profile_patch(image: ImageReference) -> dict[str, Any]:
     if image.uri:
         return {"osDisk": {"image": {"uri": image.uri}}}
     if image.id:
-        return {"imageReference": {"id": image.id}}
+        # the id in the field of its kind, the other kinds nulled (a PATCH merges:
+        # an id of another kind left in place would contradict it)
+        return {"imageReference": {f: image.id if f == image.id_field else None for f in ID_FIELDS}}
     ref = {k: getattr(image, k) for k in ("publisher", "offer", "sku", "version")}
     return {"imageReference": {k: v for k, v in ref.items() if v is not None}}
 
@@ -85,7 +88,7 @@ def storage_profile_patch(image: ImageReference) -> dict[str, Any]:
 def image_json(image: ImageReference) -> dict[str, Any]:
     """``imageReference`` as Azure reports it on a VM (with ``exactVersion``)."""
     if image.id:
-        return {"id": image.id}
+        return {image.id_field: image.id}
     ref: dict[str, Any] = {
         k: getattr(image, k) for k in ("publisher", "offer", "sku", "version") if getattr(image, k)
     }
