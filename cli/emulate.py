@@ -2,7 +2,7 @@
 REST API (HTTPS on loopback), for the real Azure SDK and CLI tools.
 
 The command is registered by ``cli/app.py``; ``main`` runs it on its own (it is
-what ``python -m vmss_rollout.sim.emulator`` calls). The server and its
+what ``python -m vmss_rollout.emulator`` calls). The server and its
 dependencies (starlette, uvicorn, trustme) are imported only when it runs.
 """
 
@@ -274,8 +274,8 @@ def emulate(
         with flag_errors({"scale_set.upgrade_policy": "--upgrade-policy"}, anywhere=True):
             scenario = scenario.with_overrides(upgrade_policy=upgrade_policy)
     try:
-        from ..sim.arm import Faults
-        from ..sim.emulator import EmulatorConfig, serve
+        from ..emulator.operations import Faults
+        from ..emulator.server import EmulatorConfig, serve
     except ImportError as exc:
         if (exc.name or "").split(".")[0] in ("starlette", "uvicorn", "trustme"):
             raise InputError(EMULATOR_EXTRA_MESSAGE) from None
@@ -311,14 +311,14 @@ def emulate(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run ``emulate`` as a program of its own (``python -m vmss_rollout.sim.emulator``):
+    """Run ``emulate`` as a program of its own (``python -m vmss_rollout.emulator``):
     invalid input is one line on stderr and exit code 2, as in ``vmss-rollout``."""
     from . import output
 
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(emulate)
     try:
-        app(args=argv, prog_name="python -m vmss_rollout.sim.emulator")
+        app(args=argv, prog_name="python -m vmss_rollout.emulator")
     except InputError as exc:
         output.print_error(output.stderr_console(), str(exc))
         sys.exit(2)

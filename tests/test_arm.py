@@ -1,4 +1,4 @@
-"""The ARM model of the emulator (sim/arm.py), without HTTP: a fake clock,
+"""The ARM model of the emulator (the emulator/ package), without HTTP: a fake clock,
 requests built by hand, JSON checked against what Azure sends."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from vmss_rollout.backends import armjson
+from vmss_rollout.emulator import ArmEmulator, Faults, Request, Response, build_scale_set
 from vmss_rollout.engine.errors import InputError
 from vmss_rollout.engine.model import Health, ImageReference, PowerState, ProvisioningState
-from vmss_rollout.sim.arm import ArmEmulator, Faults, Request, Response, build_scale_set
 from vmss_rollout.sim.runner import build, derive_seed
 from vmss_rollout.sim.scenario import Scenario
 
@@ -615,7 +615,7 @@ def test_legacy_unmanaged_image_uri() -> None:
 
 def test_control_endpoints_answer_loopback_only() -> None:
     pytest.importorskip("starlette")
-    from vmss_rollout.sim.emulator import _is_loopback
+    from vmss_rollout.emulator.server import _is_loopback
 
     assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("localhost")
     assert not _is_loopback("10.0.0.5") and not _is_loopback(None)

@@ -18,8 +18,8 @@ pytest.importorskip("uvicorn")
 
 from emulated import FAST, RG, SCENARIO, Emulated
 
-from vmss_rollout.sim.arm import TOKEN_PREFIX
-from vmss_rollout.sim.launch import emulator_process
+from vmss_rollout.emulator.base import TOKEN_PREFIX
+from vmss_rollout.emulator.launch import emulator_process
 
 
 @pytest.fixture(scope="module")

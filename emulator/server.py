@@ -15,7 +15,7 @@ exported:
 Every handler is ``async`` and the ARM model is synchronous, so requests are
 handled one at a time on the event loop's thread (no lock needed).
 
-Run it with ``vmss-rollout emulate`` or ``python -m vmss_rollout.sim.emulator``
+Run it with ``vmss-rollout emulate`` or ``python -m vmss_rollout.emulator``
 (the same options).
 """
 
@@ -44,17 +44,17 @@ from starlette.responses import Response as HttpResponse
 from starlette.routing import Route
 
 from ..engine.errors import InputError
-from .arm import (
+from ..sim.scenario import Scenario
+from .base import (
     DEFAULT_LOCATION,
     DEFAULT_PAGE_SIZE,
     DEFAULT_RESOURCE_GROUP,
     DEFAULT_SUBSCRIPTION,
-    ArmEmulator,
-    Faults,
     Request,
     Response,
 )
-from .scenario import Scenario
+from .core import ArmEmulator
+from .operations import Faults
 
 __all__ = ["EmulatorConfig", "TlsFiles", "create_app", "generate_tls", "serve"]
 
@@ -451,9 +451,3 @@ def serve(config: EmulatorConfig, *, out: TextIO | None = None, err: TextIO | No
             if isinstance(exc, SystemExit)
             else f"--port: cannot listen on {config.host}:{config.port} ({exc})"
         ) from None
-
-
-if __name__ == "__main__":
-    from ..cli.emulate import main
-
-    main()
