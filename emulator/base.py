@@ -38,9 +38,6 @@ ARM_RESOURCES = (
     "https://management.core.windows.net/",
 )
 TOKEN_LIFETIME_S = 24 * 3600
-#: every access token the emulator issues starts with it, so that tests can look
-#: for tokens in output and files
-TOKEN_PREFIX = "vmss-emu-token."
 #: request-log entries kept (the oldest are dropped beyond it; counts stay exact)
 LOG_LIMIT = 100_000
 COMPUTE = "Microsoft.Compute"
@@ -170,6 +167,34 @@ def _iso_duration(text: object, key: str) -> float:
         f"The value {text!r} of parameter '{key}' is not a valid ISO 8601 duration (e.g. PT0S).",
         target=key,
     )
+
+
+def _whole(value: object, key: str, low: int, high: int) -> int:
+    """A whole number from ``low`` to ``high``; a JSON string of digits counts too,
+    as the compute RP's JSON deserializer (Newtonsoft.Json) converts "31" for an
+    integer property (older REST tools send ``sku.capacity`` as "31", issue 9)."""
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        number = int(value)
+    if number is None or not low <= number <= high:
+        raise ArmError(
+            400,
+            "InvalidParameter",
+            f"{key} must be a whole number from {low} to {high}, got {value!r}.",
+            target=key,
+        )
+    return number
+
+
+def _boolean(value: object, key: str) -> bool:
+    """true or false; the JSON strings "true"/"false" count too (as :func:`_whole`)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ArmError(400, "InvalidParameter", f"{key} must be true or false.", target=key)
 
 
 def _merge(base: Any, patch: Any) -> Any:

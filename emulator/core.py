@@ -124,6 +124,8 @@ class ArmEmulator(ScaleSetsMixin, IdentityMixin):
         self.identity_secret = identity_secret or secrets.token_urlsafe(24)
         self.seed = derive_seed(scenario.seed, 0)  # the study's first run, as `simulate --timeline`
         self.env, self.ss = build_scale_set(scenario, self.seed)
+        #: simulated time each instance was created (the initial ones at 0)
+        self.created_at = dict.fromkeys(self.ss.instances, 0.0)
         self.ss.hook = self._instance_changed
         self.initial_model = self.ss.model
         self._models_seen = [self.initial_model]
@@ -192,6 +194,7 @@ class ArmEmulator(ScaleSetsMixin, IdentityMixin):
             response = exc.response()
         self._settle()
         response.headers.setdefault("x-ms-request-id", str(uuid.uuid4()))
+        response.headers.update(self.rate_limit_headers(request))
         response.drop = self._drop(request)
         self._record(
             request, route.operation, response.status, route.instance_ids, seq, response.drop
@@ -226,6 +229,9 @@ class ArmEmulator(ScaleSetsMixin, IdentityMixin):
         parts = [p for p in request.path.split("/") if p]
         lower = [p.lower() for p in parts]
         method = request.method.upper()
+        plumbing = self.route_plumbing(method, parts, lower)
+        if plumbing is not None:
+            return _Route(*plumbing)
         if len(parts) < 2 or lower[0] != "subscriptions":
             return _Route("unknown", None)
         sub = parts[1]
@@ -324,6 +330,8 @@ class ArmEmulator(ScaleSetsMixin, IdentityMixin):
                 return scoped(f"vmss.{head}", lambda: self._action(head, None, request), body_ids)
             if head == "osupgradehistory" and method == "GET":
                 return scoped("vmss.osupgradehistory", self._os_upgrade_history)
+            if head == "skus" and method == "GET":
+                return scoped("vmss.skus", self._list_skus)
         if len(path) == 2 and head == "rollingupgrades":
             if lpath[1] == "latest" and method == "GET":
                 return scoped("vmss.rollingupgrades.latest", self._rolling_latest)

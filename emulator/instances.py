@@ -26,6 +26,7 @@ from .base import (
     _base36,
     _get,
     _instance_ids,
+    _obj,
     _status,
     health_state,
 )
@@ -68,6 +69,8 @@ class InstancesMixin(RollingMixin):
             "modelDefinitionApplied": "VirtualMachineScaleSet",
             "vmId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"vmss-rollout:{self.name}:{iid}")),
             "provisioningState": inst.provisioning.value,
+            # readOnly in VirtualMachineScaleSetVMProperties (REST spec 2024-11-01)
+            "timeCreated": self.iso(self.created_at.get(iid, 0.0)),
             "hardwareProfile": {"vmSize": model.vm_size},
             "storageProfile": storage,
             "osProfile": {
@@ -218,6 +221,12 @@ class InstancesMixin(RollingMixin):
         }.get(action, "power")
         op = self._new_operation(kind, request, wait, targets)
         if action == "delete":
+            # deleting instances lowers the scale set's capacity by as many (Azure's
+            # DeleteInstances: kubernetes/autoscaler azure_scale_set.go decrements its
+            # cached size by the ids deleted, PR #3277; openshift-azure#1550 shows a
+            # later PUT of the old sku.capacity re-creating a deleted VM)
+            sku = _obj(self.doc, "sku")
+            sku["capacity"] = max(0, self.capacity - len(targets))
             self.ss.delete_instances(targets)
         elif action in ("manualupgrade", "reimage", "reimageall"):
             (self.ss.start_upgrade if action == "manualupgrade" else self.ss.reimage)(targets)

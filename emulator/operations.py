@@ -324,6 +324,10 @@ class OperationsMixin(EmulatorState):
         return Response(202, None, headers)
 
     def _instance_changed(self, iid: str, inst: Instance | None) -> None:
+        if inst is None:
+            self.created_at.pop(iid, None)
+        else:
+            self.created_at.setdefault(iid, self.env.now)
         if hasattr(self, "history"):  # not while the scale set is being built
             self.history.append(
                 {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping
 from typing import Any
 
 from ..backends import armjson
@@ -24,11 +23,13 @@ from .base import (
     ArmError,
     Request,
     Response,
+    _boolean,
     _get,
     _iso_duration,
     _merge,
     _obj,
     _status,
+    _whole,
     image_json,
 )
 from .instances import InstancesMixin
@@ -134,7 +135,7 @@ class ScaleSetsMixin(InstancesMixin):
         sku = _obj(doc, "sku")
         sku["name"] = model.vm_size
         sku.setdefault("tier", "Standard")
-        sku["capacity"] = len(self.ss.instances)
+        sku["capacity"] = self.capacity
         props = _obj(doc, "properties")
         storage = _obj(props, "virtualMachineProfile", "storageProfile")
         os_disk = _obj(storage, "osDisk")
@@ -189,37 +190,34 @@ class ScaleSetsMixin(InstancesMixin):
                 props.pop(key, None)
         old_doc = self.doc
         old_image = _get(old_doc, "properties", "virtualMachineProfile", "storageProfile")
-        if replace_all:
-            new_doc = body
-            if not isinstance(new_doc.get("location"), str):
-                raise ArmError(
-                    400, "InvalidParameter", "Parameter 'location' is required.", target="location"
-                )
-            if not isinstance(new_doc.get("properties"), dict):
-                raise ArmError(
-                    400,
-                    "InvalidParameter",
-                    "Parameter 'properties' is required.",
-                    target="properties",
-                )
-        else:
-            new_doc = _merge(old_doc, body)
-            new_ref = _get(body, "properties", "virtualMachineProfile", "storageProfile")
-            # an image given by id replaces a platform image, and back
-            if isinstance(new_ref, dict) and isinstance(new_ref.get("imageReference"), dict):
-                patch_ref = new_ref["imageReference"]
-                storage = _obj(new_doc, "properties", "virtualMachineProfile", "storageProfile")
-                if patch_ref.get("id") or not (
-                    isinstance(old_image, dict)
-                    and isinstance(old_image.get("imageReference"), dict)
-                    and "id" not in old_image["imageReference"]
-                ):
-                    storage["imageReference"] = copy.deepcopy(patch_ref)
-            elif isinstance(new_ref, dict) and _get(new_ref, "osDisk", "image", "uri"):
-                # a legacy unmanaged image replaces an image reference
-                _obj(new_doc, "properties", "virtualMachineProfile", "storageProfile").pop(
-                    "imageReference", None
-                )
+        if replace_all and not isinstance(body.get("location"), str):
+            raise ArmError(
+                400, "InvalidParameter", "Parameter 'location' is required.", target="location"
+            )
+        # PUT and PATCH alike: what the body leaves out stays as it is. The compute RP
+        # accepts partial PUT bodies: `az vmss scale --new-capacity N` PUTs only location
+        # and sku, and `az vmss update --set ...imageReference.version=X` PUTs an
+        # imageReference holding only the version (azure-cli vm/custom.py scale_vmss /
+        # update_vmss; both succeed on Azure, issue 9).
+        new_doc = _merge(old_doc, body)
+        new_ref = _get(body, "properties", "virtualMachineProfile", "storageProfile")
+        if isinstance(new_ref, dict) and isinstance(new_ref.get("imageReference"), dict):
+            patch_ref = new_ref["imageReference"]
+            storage = _obj(new_doc, "properties", "virtualMachineProfile", "storageProfile")
+            old_ref = _get(old_image, "imageReference") if isinstance(old_image, dict) else None
+            old_by_id = isinstance(old_ref, dict) and any(old_ref.get(k) for k in _ID_KEYS)
+            if any(patch_ref.get(k) for k in _ID_KEYS) or old_by_id:
+                # an image given by id (any of the three kinds: id, sharedGalleryImageId,
+                # communityGalleryImageId, SDK ImageReference) replaces the reference as a
+                # whole, and a platform image replaces an id; nulls are dropped
+                storage["imageReference"] = {
+                    k: copy.deepcopy(v) for k, v in patch_ref.items() if v is not None
+                }
+        elif isinstance(new_ref, dict) and _get(new_ref, "osDisk", "image", "uri"):
+            # a legacy unmanaged image replaces an image reference
+            _obj(new_doc, "properties", "virtualMachineProfile", "storageProfile").pop(
+                "imageReference", None
+            )
         location = new_doc.get("location")
         if isinstance(location, str) and location.replace(" ", "").lower() != self.location.lower():
             raise ArmError(
@@ -238,6 +236,7 @@ class ScaleSetsMixin(InstancesMixin):
                 target="zones",
             )
         model = self._model_of(new_doc)
+        old_capacity = self.capacity
         capacity = self._capacity_of(new_doc)
         mode = self._apply_policy(new_doc, check_only=True)
         before = self.scale_set_json()
@@ -254,8 +253,8 @@ class ScaleSetsMixin(InstancesMixin):
                 self._models_seen.append(model)
             self._update_bad_models()
             self.ss.update_model(model, None)
-        if capacity is not None and capacity != len(self.ss.instances):
-            self._scale(capacity)
+        if capacity != old_capacity:
+            self._scale(old_capacity, capacity)
         self._settle()
         after = self.scale_set_json()
         before.pop("etag")
@@ -331,18 +330,11 @@ class ScaleSetsMixin(InstancesMixin):
         return ModelVersion(armjson.image_from_storage_profile(storage), vm_size.strip())
 
     @staticmethod
-    def _capacity_of(doc: Mapping[str, Any]) -> int | None:
-        sku = doc.get("sku")
-        capacity = sku.get("capacity") if isinstance(sku, dict) else None
-        if capacity is None:
-            return None
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or not 0 <= capacity <= 1000:
-            raise ArmError(
-                400,
-                "InvalidParameter",
-                f"sku.capacity must be a whole number from 0 to 1000, got {capacity!r}.",
-                target="sku.capacity",
-            )
+    def _capacity_of(doc: dict[str, Any]) -> int:
+        """``sku.capacity`` of a merged document (stored back as a number)."""
+        sku = _obj(doc, "sku")
+        capacity = _whole(sku.get("capacity"), "sku.capacity", 0, 1000)
+        sku["capacity"] = capacity
         return capacity
 
     def _apply_policy(self, doc: dict[str, Any], *, check_only: bool = False) -> UpgradeMode:
@@ -376,15 +368,7 @@ class ScaleSetsMixin(InstancesMixin):
             ("maxUnhealthyInstancePercent", 5),
             ("maxUnhealthyUpgradedInstancePercent", 0),
         ):
-            value = merged[key]
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 100:
-                raise ArmError(
-                    400,
-                    "InvalidParameter",
-                    f"rollingUpgradePolicy.{key} must be a whole number from {low} to 100, "
-                    f"got {value!r}.",
-                    target=f"rollingUpgradePolicy.{key}",
-                )
+            merged[key] = _whole(merged[key], f"rollingUpgradePolicy.{key}", low, 100)
         _iso_duration(
             merged["pauseTimeBetweenBatches"], "rollingUpgradePolicy.pauseTimeBetweenBatches"
         )
@@ -394,13 +378,7 @@ class ScaleSetsMixin(InstancesMixin):
             "rollbackFailedInstancesOnPolicyBreach",
             "maxSurge",
         ):
-            if not isinstance(merged[key], bool):
-                raise ArmError(
-                    400,
-                    "InvalidParameter",
-                    f"rollingUpgradePolicy.{key} must be true or false.",
-                    target=f"rollingUpgradePolicy.{key}",
-                )
+            merged[key] = _boolean(merged[key], f"rollingUpgradePolicy.{key}")
         if not check_only:
             policy = _obj(doc, "properties", "upgradePolicy")
             policy["mode"] = mode.value
@@ -411,13 +389,12 @@ class ScaleSetsMixin(InstancesMixin):
     def upgrade_mode(self) -> UpgradeMode:
         return UpgradeMode(_get(self.doc, "properties", "upgradePolicy", "mode") or "Manual")
 
-    def _scale(self, capacity: int) -> None:
-        have = len(self.ss.instances)
-        if capacity > have:
-            self.ss.add_instances(capacity - have)
+    def _scale(self, old: int, new: int) -> None:
+        if new > old:
+            self.ss.add_instances(new - old)
         else:
             ordered = sorted(self.ss.instances, key=instance_sort_key)
-            self.ss.delete_instances(ordered[capacity:])
+            self.ss.delete_instances(ordered[new - old :])
 
     def _stale_instances(self) -> list[str]:
         return [

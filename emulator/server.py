@@ -59,6 +59,8 @@ from .operations import Faults
 __all__ = ["EmulatorConfig", "TlsFiles", "create_app", "generate_tls", "serve"]
 
 IDENTITY_PATH = "/msi/token"
+#: ARM's cloud metadata (endpoint discovery), answered without a token
+METADATA_PATH = "/metadata/endpoints"
 ADMIN_PREFIX = "/_emulator"
 _METHODS = ["GET", "PUT", "PATCH", "POST", "DELETE", "HEAD", "OPTIONS"]
 
@@ -204,6 +206,9 @@ def create_app(arm: ArmEmulator) -> DroppingApp:
     async def identity(request: HttpRequest) -> HttpResponse:
         return _to_http(arm.handle_identity(await _request(request)))
 
+    async def metadata(request: HttpRequest) -> HttpResponse:
+        return _to_http(arm.handle_metadata(await _request(request)))
+
     async def resource_manager(request: HttpRequest) -> HttpResponse:
         latency = arm.faults.latency
         if latency > 0:
@@ -278,6 +283,7 @@ def create_app(arm: ArmEmulator) -> DroppingApp:
 
     routes = [
         Route(IDENTITY_PATH, identity, methods=["GET", "POST"]),
+        Route(METADATA_PATH, metadata, methods=["GET"]),
         Route(f"{ADMIN_PREFIX}/requests", admin(requests), methods=["GET"]),
         Route(f"{ADMIN_PREFIX}/reset-counts", admin(reset_counts), methods=["POST"]),
         Route(f"{ADMIN_PREFIX}/faults", admin(faults), methods=["GET", "POST"]),

@@ -23,6 +23,7 @@ from .base import (
     ArmError,
     EmulatedScaleSet,
     Request,
+    _get,
 )
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ class EmulatorState:
     seed: int
     env: simpy.Environment
     ss: EmulatedScaleSet
+    created_at: dict[str, float]
     initial_model: ModelVersion
     _models_seen: list[ModelVersion]
     fault_rng: random.Random
@@ -69,6 +71,12 @@ class EmulatorState:
     deleted: bool
     counts: dict[str, int]
     status_counts: dict[str, int]
+
+    @property
+    def capacity(self) -> int:
+        """The requested instance count (``sku.capacity``), which the instance count
+        follows (overprovisioned extras aside)."""
+        return int(_get(self.doc, "sku", "capacity") or 0)
 
     @property
     def vmss_id(self) -> str:

@@ -636,3 +636,117 @@ def test_emulate_input_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None
         assert info.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+
+
+# ------------------------------------------------- issue 9: Azure's handling of PUT/PATCH bodies
+
+
+def test_deleting_instances_lowers_the_capacity_a_later_patch_keeps() -> None:
+    e = Arm()
+    e.call("POST", f"{e.vmss}/delete", {"instanceIds": ["8", "9"]})
+    e.call("DELETE", f"{e.vmss}/virtualMachines/7")
+    assert e.call("GET", e.vmss).body["sku"]["capacity"] == 7
+    # a model PATCH without sku.capacity must not scale the set back out to 10
+    patch_version(e, "2.0.0")
+    e.call("PATCH", e.vmss, {"tags": {"owner": "me"}})
+    e.at(300)
+    assert sorted(e.arm.ss.instances, key=int) == [str(i) for i in range(7)]
+    assert e.call("GET", e.vmss).body["sku"]["capacity"] == 7
+
+
+def test_put_with_a_partial_body_leaves_the_rest_unchanged() -> None:
+    e = Arm()
+    before = e.call("GET", e.vmss).body
+    # az vmss scale --new-capacity 12: a PUT of only location and sku
+    scaled = e.call("PUT", e.vmss, {"location": "westeurope", "sku": {"capacity": 12}})
+    assert scaled.status == 200, scaled.body
+    assert len(e.arm.ss.instances) == 12
+    assert (
+        scaled.body["properties"]["virtualMachineProfile"]
+        == (before["properties"]["virtualMachineProfile"])
+    )
+    # az vmss update --set ...imageReference.version=2.0.0: only the version
+    body = {
+        "location": "westeurope",
+        "properties": {
+            "virtualMachineProfile": {"storageProfile": {"imageReference": {"version": "2.0.0"}}}
+        },
+    }
+    updated = e.call("PUT", e.vmss, body)
+    assert updated.status == 200, updated.body
+    ref = updated.body["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"]
+    assert ref == {
+        **before["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"],
+        "version": "2.0.0",
+    }
+    assert e.arm.ss.model.image.version == "2.0.0"
+    assert e.arm.ss.model.image.publisher == "Canonical"
+    assert e.call("PUT", e.vmss, {"sku": {"capacity": 3}}).status == 400  # location required
+
+
+def test_numbers_and_booleans_as_json_strings() -> None:
+    e = Arm()
+    body = {
+        "sku": {"capacity": "12"},
+        "properties": {
+            "upgradePolicy": {
+                "rollingUpgradePolicy": {"maxBatchInstancePercent": "50", "maxSurge": "false"}
+            }
+        },
+    }
+    response = e.call("PATCH", e.vmss, body)
+    assert response.status == 200, response.body
+    assert response.body["sku"]["capacity"] == 12
+    policy = response.body["properties"]["upgradePolicy"]["rollingUpgradePolicy"]
+    assert policy["maxBatchInstancePercent"] == 50 and policy["maxSurge"] is False
+    assert len(e.arm.ss.instances) == 12
+    bad = e.call("PATCH", e.vmss, {"sku": {"capacity": "twelve"}})
+    assert bad.status == 400 and bad.body["error"]["target"] == "sku.capacity"
+
+
+@pytest.mark.parametrize(
+    "field, gallery_id",
+    [
+        ("sharedGalleryImageId", "/SharedGalleries/abc-123/Images/app/Versions/1.2.3"),
+        ("communityGalleryImageId", "/CommunityGalleries/pub-9/Images/app/Versions/1.2.3"),
+        (
+            "id",
+            f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute"
+            "/galleries/g/images/app/versions/1.2.3",
+        ),
+    ],
+)
+def test_gallery_image_ids_are_stored_in_their_own_field(field: str, gallery_id: str) -> None:
+    e = Arm()
+    ref = {k: None for k in ("id", "sharedGalleryImageId", "communityGalleryImageId")}
+    ref[field] = gallery_id
+    body = {"properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": ref}}}}
+    doc = e.call("PATCH", e.vmss, body).body
+    stored = doc["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"]
+    assert stored == {field: gallery_id}
+    assert e.arm.ss.model.image.id == gallery_id
+    # back to a platform image: the id goes
+    patch_version(e, "3.0.0")
+    platform = {
+        "publisher": "Canonical",
+        "offer": "ubuntu-24_04-lts",
+        "sku": "server",
+        "version": "3.0.0",
+    }
+    body = {
+        "properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": platform}}}
+    }
+    doc = e.call("PATCH", e.vmss, body).body
+    assert doc["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"] == (
+        platform
+    )
+
+
+def test_vms_report_when_they_were_created() -> None:
+    e = Arm()
+    e.at(100)
+    e.call("PATCH", e.vmss, {"sku": {"capacity": 11}})
+    vms = {vm["instanceId"]: vm for vm in e.call("GET", f"{e.vmss}/virtualMachines").body["value"]}
+    assert vms["0"]["properties"]["timeCreated"] == e.arm.iso(0.0)
+    new = e.call("GET", f"{e.vmss}/virtualMachines/10").body
+    assert new["properties"]["timeCreated"] == e.arm.iso(100.0)
