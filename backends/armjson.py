@@ -137,6 +137,7 @@ def scale_set(vmss: Json) -> ScaleSetModel:
         upgrade_mode = UpgradeMode(str(mode).capitalize())
     except ValueError:
         upgrade_mode = UpgradeMode.MANUAL
+    fd_count = _get(vmss, "properties", "platformFaultDomainCount")
     return ScaleSetModel(
         name=str(vmss.get("name") or ""),
         model=scale_set_model(vmss),
@@ -145,6 +146,8 @@ def scale_set(vmss: Json) -> ScaleSetModel:
         etag=vmss.get("etag"),
         capacity=int(_get(vmss, "sku", "capacity") or 0),
         zones=tuple(vmss.get("zones") or ()),
+        fault_domain_count=int(fd_count) if fd_count is not None else None,
+        overprovision=bool(_get(vmss, "properties", "overprovision")),
     )
 
 
@@ -212,4 +215,5 @@ def instance(vm: Json, *, use_vm_health: bool) -> Instance:
         provisioning=provisioning,
         power=power,
         health=health,
+        protected=bool(_get(props, "protectionPolicy", "protectFromScaleSetActions")),
     )

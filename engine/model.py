@@ -165,6 +165,11 @@ class ScaleSetModel:
     etag: str | None = None
     capacity: int = 0
     zones: tuple[str, ...] = ()
+    #: ``platformFaultDomainCount`` (None: not reported). 1 is "max spreading",
+    #: the default of zonal Uniform sets: every instance reports fault domain 0
+    fault_domain_count: int | None = None
+    #: ``overprovision``: a scale-out creates extra VMs and deletes them again
+    overprovision: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +185,9 @@ class Instance:
     provisioning: ProvisioningState = ProvisioningState.SUCCEEDED
     power: PowerState = PowerState.RUNNING
     health: Health = Health.HEALTHY
+    #: ``protectionPolicy.protectFromScaleSetActions``: Azure refuses scale set
+    #: actions (upgrade, reimage, delete, ...) naming it
+    protected: bool = False
 
     @property
     def serving(self) -> bool:
