@@ -129,6 +129,19 @@ def emulate(
             rich_help_panel=SERVER_PANEL,
         ),
     ] = None,
+    protected_instances: Annotated[
+        str | None,
+        typer.Option(
+            "--protected-instances",
+            metavar="IDS",
+            help="Instances protected from scale-set actions (comma-separated ids): their "
+            "protectionPolicy says so, scale-set actions naming them are refused and the "
+            "platform's upgrades skip them. Default: the scenario's "
+            "[scale_set] protected_instances.",
+            show_default=False,
+            rich_help_panel=SERVER_PANEL,
+        ),
+    ] = None,
     throttle_rate: Annotated[
         float | None,
         typer.Option(
@@ -273,6 +286,9 @@ def emulate(
     if upgrade_policy is not None:
         with flag_errors({"scale_set.upgrade_policy": "--upgrade-policy"}, anywhere=True):
             scenario = scenario.with_overrides(upgrade_policy=upgrade_policy)
+    if protected_instances is not None:
+        with flag_errors({"scale_set.protected_instances": "--protected-instances"}, anywhere=True):
+            scenario = scenario.with_overrides(protected_instances=protected_instances)
     try:
         from ..emulator.operations import Faults
         from ..emulator.server import EmulatorConfig, serve

@@ -17,8 +17,10 @@ from ..engine.model import (
     Health,
     ImageReference,
     Instance,
+    ModelVersion,
     PowerState,
     ProvisioningState,
+    UpgradeMode,
 )
 from ..sim.runner import build
 from ..sim.scaleset import SimScaleSet
@@ -139,6 +141,31 @@ class EmulatedScaleSet(SimScaleSet):
 
     #: called after every state change with (instance id, new state or None if deleted)
     hook: Callable[[str, Instance | None], None] | None = None
+    #: instances protected from scale-set actions (``protectFromScaleSetActions``):
+    #: policy Automatic leaves them alone
+    protected: frozenset[str] = frozenset()
+
+    def update_model(self, model: ModelVersion, etag: str | None) -> str | None:
+        """As the simulator's, except that policy Automatic skips protected instances
+        ("Protects instance from operations initiated on the scale set (such as
+        upgrade...)", MicrosoftDocs azure-docs virtual-machine-scale-sets-instance-
+        protection.md)."""
+        if self.upgrade_mode is not UpgradeMode.AUTOMATIC or not self.protected:
+            return super().update_model(model, etag)
+        self.upgrade_mode = UpgradeMode.MANUAL
+        try:
+            tag = super().update_model(model, etag)
+        finally:
+            self.upgrade_mode = UpgradeMode.AUTOMATIC
+        stale = tuple(
+            iid
+            for iid, inst in self.instances.items()
+            if inst.model != model and iid not in self.protected
+        )
+        self.requests.append((self.env.now, "platform_upgrade", stale))
+        for iid in stale:
+            self._begin(iid, self._upgrade(iid, model))
+        return tag
 
     def _set(self, iid: str, inst: Instance | None, wake: bool = True) -> None:
         super()._set(iid, inst, wake)

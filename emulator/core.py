@@ -126,6 +126,22 @@ class ArmEmulator(ScaleSetsMixin, IdentityMixin):
         self.env, self.ss = build_scale_set(scenario, self.seed)
         #: simulated time each instance was created (the initial ones at 0)
         self.created_at = dict.fromkeys(self.ss.instances, 0.0)
+        if scenario.zones and self.ss.fault_domains not in (1, 5):
+            raise InputError(
+                f"scale_set.fault_domains: a zonal scale set has 1 or 5 fault domains on Azure "
+                f"(Uniform orchestration), got {self.ss.fault_domains}"
+            )
+        self.protection = {}
+        unknown = [i for i in scenario.protected_instances if i not in self.ss.instances]
+        if unknown:
+            raise InputError(
+                f"scale_set.protected_instances: no instance {unknown[0]} in the scale set "
+                f"(ids 0 to {len(self.ss.instances) - 1})"
+            )
+        for iid in scenario.protected_instances:
+            self.set_protection(
+                iid, {"protectFromScaleIn": True, "protectFromScaleSetActions": True}
+            )
         self.ss.hook = self._instance_changed
         self.initial_model = self.ss.model
         self._models_seen = [self.initial_model]
@@ -305,6 +321,8 @@ class ArmEmulator(ScaleSetsMixin, IdentityMixin):
                 iid = path[1]
                 if len(path) == 2 and method == "GET":
                     return scoped("vms.get", lambda: self._get_vm(iid, request), (iid,))
+                if len(path) == 2 and method == "PUT":
+                    return scoped("vms.put", lambda: self._put_vm(iid, request), (iid,))
                 if len(path) == 2 and method == "DELETE":
                     return scoped(
                         "vms.delete",

@@ -105,7 +105,11 @@ class RollingMixin(OperationsMixin):
             self.ss.notify()
             return running
         policy = self._rolling_policy()
-        _, instances = self.ss.read()
+        _, every = self.ss.read()
+        # the platform's rolling upgrade leaves protected instances alone ("...unless
+        # the Virtual Machine Scale Set has some unprotected instances...", the
+        # osRollingUpgrade refusal quoted in terraform-provider-azurerm PR #12590)
+        instances = [i for i in every if i.instance_id not in self.ss.protected]
         rollout = Rollout(
             self.ss.model,
             self.ss.model,

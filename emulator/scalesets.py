@@ -393,7 +393,13 @@ class ScaleSetsMixin(InstancesMixin):
         if new > old:
             self.ss.add_instances(new - old)
         else:
-            ordered = sorted(self.ss.instances, key=instance_sort_key)
+            # scale-in takes the highest ids, never protected instances (either kind
+            # protects from scale-in: instance-protection doc)
+            ordered = [
+                iid
+                for iid in sorted(self.ss.instances, key=instance_sort_key)
+                if iid not in self.protection or not any(self.protection[iid].values())
+            ]
             self.ss.delete_instances(ordered[new - old :])
 
     def _stale_instances(self) -> list[str]:
@@ -401,6 +407,7 @@ class ScaleSetsMixin(InstancesMixin):
             iid
             for iid, inst in self.ss.instances.items()
             if not (inst.model == self.ss.model and inst.latest_model_applied)
+            and iid not in self.ss.protected
         ]
 
     def _scale_set_instance_view(self) -> Response:

@@ -49,6 +49,8 @@ class EmulatorState:
     env: simpy.Environment
     ss: EmulatedScaleSet
     created_at: dict[str, float]
+    #: instance id -> protectionPolicy (instances never given one are absent)
+    protection: dict[str, dict[str, bool]]
     initial_model: ModelVersion
     _models_seen: list[ModelVersion]
     fault_rng: random.Random

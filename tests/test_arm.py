@@ -750,3 +750,109 @@ def test_vms_report_when_they_were_created() -> None:
     assert vms["0"]["properties"]["timeCreated"] == e.arm.iso(0.0)
     new = e.call("GET", f"{e.vmss}/virtualMachines/10").body
     assert new["properties"]["timeCreated"] == e.arm.iso(100.0)
+
+
+# ------------------------------------------------------------------ issue 9: instance protection
+
+
+def vm_doc(e: Arm, iid: str) -> dict[str, Any]:
+    response = e.call("GET", f"{e.vmss}/virtualMachines/{iid}")
+    assert response.status == 200, response.body
+    body: dict[str, Any] = response.body
+    return body
+
+
+def test_protected_instances_refuse_scale_set_actions_naming_them() -> None:
+    e = Arm(scenario=scenario(protected_instances=["3", "7"]))
+    assert vm_doc(e, "3")["properties"]["protectionPolicy"] == {
+        "protectFromScaleIn": True,
+        "protectFromScaleSetActions": True,
+    }
+    assert "protectionPolicy" not in vm_doc(e, "0")["properties"]
+    patch_version(e, "2.0.0")
+    for action in ("manualupgrade", "reimage", "restart", "deallocate", "delete"):
+        refused = e.call("POST", f"{e.vmss}/{action}", {"instanceIds": ["2", "3", "7"]})
+        assert refused.status == 400, (action, refused.body)
+        assert error_code(refused) == "OperationNotAllowed"
+        assert refused.body["error"]["message"] == (
+            "InstanceIds may not contain instances that are protected from scale set actions. "
+            "The following instance ids are protected from scale set action: 3, 7."
+        )
+    assert e.arm.ss.instances["2"].provisioning is ProvisioningState.SUCCEEDED  # nothing done
+    # without ids: every unprotected instance
+    e.call("POST", f"{e.vmss}/restart")
+    assert e.arm.ss.instances["3"].power is PowerState.RUNNING
+    assert e.arm.ss.instances["4"].power is PowerState.STARTING
+    e.at(100)
+    # the instance's own operations are not blocked
+    assert e.call("POST", f"{e.vmss}/virtualMachines/3/restart").status == 202
+    assert e.call("DELETE", f"{e.vmss}/virtualMachines/7").status == 202
+    assert "7" not in e.arm.ss.instances
+
+
+def test_protection_is_set_on_the_instance_model() -> None:
+    e = Arm()
+    body = {"properties": {"protectionPolicy": {"protectFromScaleSetActions": True}}}
+    put = e.call("PUT", f"{e.vmss}/virtualMachines/5", body)
+    assert put.status == 200, put.body
+    assert put.body["properties"]["protectionPolicy"]["protectFromScaleSetActions"] is True
+    assert e.call("POST", f"{e.vmss}/manualupgrade", {"instanceIds": ["5"]}).status == 400
+    conflicting = {
+        "properties": {
+            "protectionPolicy": {"protectFromScaleIn": False, "protectFromScaleSetActions": True}
+        }
+    }
+    response = e.call("PUT", f"{e.vmss}/virtualMachines/6", conflicting)
+    assert response.status == 400
+    assert "protectFromScaleIn cannot be false" in response.body["error"]["message"]
+    unprotect = {"properties": {"protectionPolicy": {"protectFromScaleSetActions": False}}}
+    assert e.call("PUT", f"{e.vmss}/virtualMachines/5", unprotect).status == 200
+    assert e.call("POST", f"{e.vmss}/manualupgrade", {"instanceIds": ["5"]}).status == 202
+
+
+def test_platform_upgrades_and_scale_in_skip_protected_instances() -> None:
+    e = Arm(scenario=scenario(protected_instances=["0", "9"], upgrade_policy="Rolling"))
+    patch_version(e, "2.0.0")
+    e.at(3000)
+    latest = e.call("GET", f"{e.vmss}/rollingUpgrades/latest").body["properties"]
+    assert latest["runningStatus"]["code"] == "Completed"
+    assert latest["progress"]["successfulInstanceCount"] == 8
+    stale = {i for i, inst in e.arm.ss.instances.items() if inst.model != e.arm.ss.model}
+    assert stale == {"0", "9"}
+    e.call("PATCH", e.vmss, {"sku": {"capacity": 7}})
+    assert sorted(e.arm.ss.instances, key=int) == ["0", "1", "2", "3", "4", "5", "9"]
+
+    auto = Arm(scenario=scenario(protected_instances=["4"], upgrade_policy="Automatic"))
+    patch_version(auto, "2.0.0")
+    auto.at(1000)
+    assert {i for i, x in auto.arm.ss.instances.items() if x.model != auto.arm.ss.model} == {"4"}
+
+
+# ------------------------------------------------------------------ issue 9: fault domains
+
+
+def test_zonal_sets_default_to_one_fault_domain() -> None:
+    zonal = scenario(zones=["1", "2", "3"], fault_domains=None)
+    assert zonal.fault_domains == 1
+    e = Arm(scenario=zonal)
+    assert e.call("GET", e.vmss).body["properties"]["platformFaultDomainCount"] == 1
+    views = e.call("GET", f"{e.vmss}/virtualMachines", query={"$expand": "instanceView"})
+    assert {
+        vm["properties"]["instanceView"]["platformFaultDomain"] for vm in views.body["value"]
+    } == {0}
+    # the simulator follows the same rule, so plans match the emulated set
+    _, sim = build(zonal, derive_seed(zonal.seed, 0))
+    assert {i.fault_domain for i in sim.instances.values()} == {0}
+    # the default scenario is regional (5); adding zones makes it 1 unless it was set
+    base = Scenario()
+    assert base.fault_domains == 5
+    assert base.with_overrides(zones="1,2").fault_domains == 1
+    assert Scenario(fault_domains=5).with_overrides(zones="1,2").fault_domains == 5
+    assert "fault_domains" not in base.to_toml()
+
+
+def test_fault_domain_counts_azure_allows() -> None:
+    assert Arm(scenario=scenario(zones=["1"], fault_domains=5)).arm.ss.fault_domains == 5
+    assert Arm(scenario=scenario(fault_domains=3)).arm.ss.fault_domains == 3
+    with pytest.raises(InputError, match=r"^scale_set.fault_domains: a zonal scale set has 1 or 5"):
+        Arm(scenario=scenario(zones=["1"], fault_domains=3))
