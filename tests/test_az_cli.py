@@ -49,7 +49,7 @@ instances = 6
 update_domains = 3
 fault_domains = 3
 [timing]
-upgrade = "fixed(1800s)"
+upgrade = "fixed(3600s)"
 health_delay = "fixed(30s)"
 """
 CLOUD = "vmss-emulator"
@@ -185,7 +185,7 @@ def test_an_operator_flow_with_the_azure_cli(emu: Emulated, tmp_path: Path) -> N
     assert all(i["state"] == "outdated" for i in after["instances"])
 
     # 5. the platform's rolling upgrade: start, follow, cancel (each instance's
-    # upgrade takes 3 s of wall time here, so it is still rolling when cancelled)
+    # upgrade takes 6 s of wall time here, so it is still rolling when cancelled)
     az("vmss", "rolling-upgrade", "start", *base, "--no-wait")
     latest = az("vmss", "rolling-upgrade", "get-latest", *base)
     assert latest["runningStatus"]["code"] == "RollingForward"
