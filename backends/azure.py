@@ -39,6 +39,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from azure.core import MatchConditions
@@ -53,6 +54,7 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import SansIOHTTPPolicy
+from azure.core.rest import HttpRequest
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import VirtualMachineScaleSetUpdate
 
@@ -307,6 +309,8 @@ class AzureBackend:
         #: named so by a refusal): left out of every action and of the engine's view
         self.protected: dict[str, Instance] = {}
         self._refused_protected: set[str] = set()
+        #: long-running operations followed by :meth:`poll` (upgrades, scale-outs)
+        self._operations: list[_Operation] = []
         #: set once the backend changed anything (or sent a write whose answer was
         #: lost): errors are then exit 3
         self.changed = False
@@ -413,8 +417,17 @@ class AzureBackend:
 
     def poll(self) -> Observations:
         """One paged list: the instances that changed since the last poll (an
-        instance protected meanwhile leaves the engine's view like a deleted one)."""
+        instance protected meanwhile leaves the engine's view like a deleted one).
+
+        Then the operations started here that are still running are asked for
+        their status (one GET each): an upgrade superseded by a later operation
+        (Canceled) is sent again for the instances it did not start; while a
+        scale-out of an overprovisioned set runs, instances that appeared during
+        it are not reported, since the platform deletes the extras before the
+        operation ends."""
         current = {i.instance_id: i for i in self._in_scope(self.list_instances())}
+        if self._operations:
+            current = self._follow_operations(current)
         changed = [inst for iid, inst in current.items() if self._known.get(iid) != inst]
         deleted = [iid for iid in self._known if iid not in current]
         self._known = current
@@ -472,16 +485,66 @@ class AzureBackend:
             self.vmss_json = result.as_dict()
         return self.vmss_json.get("etag")
 
+    def _follow_operations(self, current: dict[str, Instance]) -> dict[str, Instance]:
+        scaling = False
+        for op in list(self._operations):
+            status = self._operation_status(op.url)
+            if status in ("", "inprogress", "accepted", "running", "updating"):
+                scaling = scaling or op.verb == "scale_out"
+                continue
+            self._operations.remove(op)
+            if status == "canceled" and op.verb in _UPGRADE_VERBS:
+                # superseded by a later operation ("CanceledAndSupersededDueToAnother
+                # Operation": cloud-provider-azure OperationCanceledErrorMessage): the
+                # instances it did not get to are asked again, once each
+                model = armjson.scale_set_model(self.vmss_json) if self.vmss_json else None
+                again = [
+                    iid
+                    for iid in op.ids
+                    if iid in current and not _started(op.verb, current[iid], False, model)
+                ]
+                if again:
+                    self.retries["superseded"] += 1
+                    self._instance_action(op.verb, again)
+        if scaling:
+            current = {iid: inst for iid, inst in current.items() if iid in self._known}
+        return current
+
+    def _operation_status(self, url: str) -> str:
+        """The status of a long-running operation (Azure-AsyncOperation), lower
+        case; "" when it could not be read (asked again next poll)."""
+        try:
+            response = self.client.send_request(HttpRequest("GET", url))
+            if response.status_code >= 400:
+                return ""
+            return str(response.json().get("status") or "").lower()
+        except (AzureError, ValueError):
+            return ""
+
+    def _track(self, verb: str, response: Any, ids: Sequence[str]) -> None:
+        headers = getattr(getattr(response, "http_response", None), "headers", None) or {}
+        url = headers.get("Azure-AsyncOperation") or headers.get("Location")
+        if url:
+            self._operations.append(_Operation(url, verb, list(ids)))
+
     def _instance_action(self, verb: str, ids: Sequence[str], **kwargs: Any) -> None:
         ops = self.client.virtual_machine_scale_sets
         method = getattr(ops, f"begin_{verb}")
         remaining = list(ids)
 
         def send() -> None:
-            # no polling: the list call follows progress for every instance at once
-            method(
-                self.resource_group, self.name, {"instanceIds": remaining}, polling=False, **kwargs
+            # no polling: the list call follows progress for every instance at once;
+            # the operation's status is asked in poll() (cls: the first response)
+            poller = method(
+                self.resource_group,
+                self.name,
+                {"instanceIds": remaining},
+                polling=False,
+                cls=lambda response, _body, _headers: response,
+                **kwargs,
             )
+            if verb in _UPGRADE_VERBS:
+                self._track(verb, poller.result(), remaining)
 
         def still_needed(exc: Exception) -> bool:
             self._refused_protected.update(protected_ids(exc) or ())
@@ -553,20 +616,36 @@ class AzureBackend:
         def not_yet(exc: Exception) -> bool:
             return int(self.read_scale_set().capacity) < capacity
 
-        self._call(
-            f"scaling {self.where} to {capacity}",
-            lambda: self.client.virtual_machine_scale_sets.begin_update(
+        def send() -> None:
+            poller = self.client.virtual_machine_scale_sets.begin_update(
                 self.resource_group,
                 self.name,
                 VirtualMachineScaleSetUpdate({"sku": {"capacity": capacity}}),
                 polling=False,
-            ),
-            write=True,
-            again=not_yet,
-        )
+                cls=lambda response, _body, _headers: response,
+            )
+            # with overprovisioning (on by default for Uniform sets) the platform
+            # creates extra VMs and deletes them before the operation ends
+            # (Microsoft docs, virtual-machine-scale-sets-design-overview,
+            # "Overprovisioning"): poll() reports new instances only after it
+            response = poller.result()
+            if (self.vmss_json.get("properties") or {}).get("overprovision"):
+                self._track("scale_out", response, ())
+
+        self._call(f"scaling {self.where} to {capacity}", send, write=True, again=not_yet)
 
 
 _UPGRADE_VERBS = ("update_instances", "reimage", "reimage_all")
+
+
+@dataclass(frozen=True)
+class _Operation:
+    """A long-running operation started here: its status URL, what it was, and
+    the instances it named."""
+
+    url: str
+    verb: str
+    ids: list[str]
 
 
 def _started(

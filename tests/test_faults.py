@@ -430,10 +430,12 @@ class _Client:
         self.sent: list[list[str]] = []
         self.virtual_machine_scale_sets = self
 
-    def begin_update_instances(self, rg: str, name: str, body: Any, **kwargs: Any) -> None:
+    def begin_update_instances(self, rg: str, name: str, body: Any, **kwargs: Any) -> Any:
         self.sent.append(list(body["instanceIds"]))
         if self.failures:
             raise self.failures.pop(0)
+        # an LROPoller without polling: result() is the first response (none here)
+        return type("NoPolling", (), {"result": lambda self: None})()
 
 
 def test_a_lost_upgrade_request_is_resent_only_for_instances_it_did_not_start() -> None:

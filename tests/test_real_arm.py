@@ -140,3 +140,74 @@ def test_ctrl_c_cancels_the_platform_rolling_upgrade(rolling: Emulated) -> None:
         assert latest.as_dict()["properties"]["runningStatus"]["code"] == "Cancelled"
     rollout = "r-" + output.split("r-", 1)[1].split()[0].rstrip("`;:,.")
     assert _journal(emu, rollout).state == "interrupted"
+
+
+# --------------------------------------------------------------------------- protection
+
+
+@pytest.fixture
+def protected(tmp_path: Path) -> Iterator[Emulated]:
+    yield from _start(tmp_path, SCENARIO.format(instances=N), "--protected-instances", "3,7")
+
+
+def test_protected_instances_are_shown_and_left_out_of_the_rollout(protected: Emulated) -> None:
+    emu = protected
+    status = json.loads(emu.cli("status", "-g", RG, "-n", emu.name, "--json").stdout)
+    assert status["counts"]["protected"] == 2
+    assert sorted(i["instance_id"] for i in status["instances"] if i["protected"]) == ["3", "7"]
+    shown = emu.cli("status", "-g", RG, "-n", emu.name)
+    assert "protected: 2 instances protected from scale set actions" in shown.stdout
+    assert shown.stdout.rstrip().endswith("3 7")
+    plan = emu.cli(
+        "plan",
+        "-g",
+        RG,
+        "-n",
+        emu.name,
+        "-s",
+        "batch:size=4",
+        "--image-version",
+        "2.0.0",
+        "--runs",
+        "5",
+        "--json",
+    )
+    assert plan.returncode == 0, plan.stderr
+    planned = json.loads(plan.stdout)
+    assert planned["protected"] == ["3", "7"]
+    waves = [set(w) for w in planned["waves"]]
+    assert set().union(*waves) == {str(i) for i in range(N)} - {"3", "7"}
+    emu.admin("reset-counts", {})
+    result, data = emu.upgrade("--strategy", "batch:size=4")
+    assert result.returncode == 0, result.stderr
+    assert data["completed"] and data["upgraded"] == N - 2 and data["scope"] == N - 2
+    requests = emu.upgrade_requests()
+    assert "3" not in requests and "7" not in requests  # never named in an action
+    assert all(requests[str(i)] == 1 for i in range(N) if i not in (3, 7))
+
+
+def test_a_refusal_naming_protected_instances_is_not_an_unknown_instance(
+    protected: Emulated,
+) -> None:
+    """An action naming a protected instance (listed before it was protected, or
+    by another tool) is refused by Azure; the backend drops the protected ids
+    the refusal names and sends the rest once, instead of resending the whole
+    action as if an instance had been deleted."""
+    from vmss_rollout.backends.azure import AzureBackend
+    from vmss_rollout.engine.target import target_model
+
+    emu = protected
+    emu.admin("reset-counts", {})
+    sleeps: list[float] = []
+    with emu.sdk() as client:
+        backend = AzureBackend(client, RG, emu.name, sleep=sleeps.append)
+        scale_set, _ = backend.read()
+        backend.update_model(target_model(scale_set.model, image_version="2.0.0"), None)
+        emu.admin("reset-counts", {})
+        backend.start_upgrade(["2", "3", "4"])
+    log = [e for e in emu.admin("requests")["log"] if e["operation"].endswith("manualupgrade")]
+    assert [(e["status"], sorted(e.get("instance_ids") or [])) for e in log] == [
+        (400, ["2", "3", "4"]),
+        (202, ["2", "4"]),
+    ]
+    assert sleeps == []  # nothing to wait for: the server did nothing
