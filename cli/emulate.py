@@ -47,6 +47,7 @@ FAULT_FLAGS = {
     "lro_failure_rate": "--lro-failure-rate",
     "lro_retry_after": "--retry-after",
     "concurrent_change_after": "--concurrent-change-after",
+    "conflict_rate": "--conflict-rate",
 }
 
 
@@ -214,6 +215,18 @@ def emulate(
             rich_help_panel=FAULTS_PANEL,
         ),
     ] = None,
+    conflict_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--conflict-rate",
+            metavar="P",
+            help='Probability that a write answers 409 Conflict ("conflict with a concurrent '
+            "request\"), as other clients' requests would make it. Overlapping writes to the "
+            "scale set model get 409 whatever this says.",
+            show_default=False,
+            rich_help_panel=FAULTS_PANEL,
+        ),
+    ] = None,
     subscription: Annotated[
         str,
         typer.Option("--subscription", help="Subscription id.", rich_help_panel=RESOURCE_PANEL),
@@ -306,6 +319,7 @@ def emulate(
             lro_failure_rate=lro_failure_rate,
             lro_retry_after=retry_after,
             concurrent_change_after=concurrent_change_after,
+            conflict_rate=conflict_rate,
         )
     serve(
         EmulatorConfig(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,15 @@ COMPUTE = "Microsoft.Compute"
 VMSS_TYPE = "Microsoft.Compute/virtualMachineScaleSets"
 VM_TYPE = "Microsoft.Compute/virtualMachineScaleSets/virtualMachines"
 
+#: simulated seconds a deleted instance spends "Deleting" (listed, provisioningState
+#: Deleting) before it is gone; operations on it meanwhile are refused as "marked for
+#: deletion" (MicrosoftDocs azure-docs virtual-machines/troubleshooting/error-messages.md).
+#: Azure documents no duration: an assumption.
+DELETE_SECONDS = 30.0
+#: simulated seconds a model PUT/PATCH that starts no platform rolling upgrade stays
+#: InProgress (Manual and Automatic policy, or nothing to roll): an assumption, Azure
+#: documents no duration
+MODEL_UPDATE_SECONDS = 5.0
 #: simulated seconds a power operation spends in its transient state
 POWER_SECONDS = {"start": 30.0, "restart": 45.0, "poweroff": 15.0, "deallocate": 60.0}
 _API_VERSION_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(-preview)?$")
@@ -166,6 +175,34 @@ class EmulatedScaleSet(SimScaleSet):
         for iid in stale:
             self._begin(iid, self._upgrade(iid, model))
         return tag
+
+    def begin_delete(self, instance_ids: Sequence[str], seconds: float) -> None:
+        """Mark instances Deleting (whatever they were doing stops) and delete them
+        ``seconds`` later."""
+        marked = [
+            iid
+            for iid in instance_ids
+            if iid in self.instances
+            and self.instances[iid].provisioning is not ProvisioningState.DELETING
+        ]
+        for iid in marked:
+            self._op[iid] += 1  # cancels anything in progress on it
+            self._set(
+                iid,
+                self.instances[iid].evolve(
+                    provisioning=ProvisioningState.DELETING, health=Health.UNKNOWN
+                ),
+            )
+        if marked:
+            self.env.process(self._delete_after(marked, seconds))
+
+    def _delete_after(self, instance_ids: list[str], seconds: float) -> Generator[Any, Any, None]:
+        yield self.env.timeout(seconds)
+        self.delete_instances([iid for iid in instance_ids if iid in self.instances])
+
+    def deleting(self, iid: str) -> bool:
+        inst = self.instances.get(iid)
+        return inst is not None and inst.provisioning is ProvisioningState.DELETING
 
     def _set(self, iid: str, inst: Instance | None, wake: bool = True) -> None:
         super()._set(iid, inst, wake)
@@ -309,7 +346,9 @@ _HEALTH_STATUS = {
 def health_state(inst: Instance) -> str:
     """The Application Health extension's state: ``initializing`` during the
     health delay after an upgrade, ``unknown`` while not running or provisioning."""
-    if inst.provisioning in _UPGRADING or inst.power is not PowerState.RUNNING:
+    if inst.provisioning in (*_UPGRADING, ProvisioningState.DELETING):
+        return "unknown"
+    if inst.power is not PowerState.RUNNING:
         return "unknown"
     if inst.provisioning is ProvisioningState.FAILED:
         return "unknown"

@@ -157,6 +157,7 @@ class ArmEmulator(ScaleSetsMixin, IdentityMixin):
         self.operations = {}
         self._waiting = {}  # instance id -> waiting operation ids
         self.rolling = None
+        self.model_write = None
         self.rolling_history = []
         self._rolling_again = False
         self.manual_upgrades = 0

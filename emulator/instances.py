@@ -18,6 +18,7 @@ from .base import (
     _POWER_STATUS,
     _PROVISIONING_STATUS,
     _UPGRADING,
+    DELETE_SECONDS,
     POWER_SECONDS,
     VM_TYPE,
     VMSS_TYPE,
@@ -207,8 +208,19 @@ class InstancesMixin(RollingMixin):
                 target="instanceIds",
             )
 
-    def protection_policy(self, iid: str) -> dict[str, bool] | None:
-        return self.protection.get(iid)
+    def _refuse_deleting(self, action: str, ids: Iterable[str]) -> None:
+        """Operations on an instance being deleted are refused (MicrosoftDocs azure-docs
+        virtual-machines/troubleshooting/error-messages.md; kubernetes-sigs/
+        cloud-provider-azure CannotUpdateVMBeingDeletedMessageSuffix)."""
+        deleting = [i for i in ids if self.ss.deleting(i)]
+        if deleting:
+            raise ArmError(
+                409,
+                "OperationNotAllowed",
+                f"Operation '{action}' is not allowed on VM '{self.name}_{deleting[0]}' since "
+                "the VM is marked for deletion. You can only retry the Delete operation (or "
+                "wait for an ongoing one to complete).",
+            )
 
     def set_protection(self, iid: str, policy: dict[str, bool]) -> None:
         self.protection[iid] = policy
@@ -221,6 +233,7 @@ class InstancesMixin(RollingMixin):
         ``protectionPolicy`` is taken from it (the rest of the instance model
         follows the scale set's in this emulator); absent, it stays as it was."""
         inst = self._instance(iid)
+        self._refuse_deleting("PUT", [iid])
         body = self._parse_body(request)
         if not isinstance(body, dict):
             raise ArmError(400, "InvalidRequestContent", "The request body must be a JSON object.")
@@ -271,7 +284,7 @@ class InstancesMixin(RollingMixin):
                 targets = [
                     i
                     for i in sorted(self.ss.instances, key=instance_sort_key)
-                    if i not in self.ss.protected
+                    if i not in self.ss.protected and not self.ss.deleting(i)
                 ]
             else:
                 unknown = [i for i in named if i not in self.ss.instances]
@@ -286,14 +299,17 @@ class InstancesMixin(RollingMixin):
                 self._refuse_protected(named)
                 targets = named
         kind = f"{'vms' if per_vm else 'vmss'}.{action}"
+        if action != "delete":
+            self._refuse_deleting(action, targets)
         if action in POWER_SECONDS:
             busy = [i for i in targets if self.ss.instances[i].provisioning in _UPGRADING]
             if busy:
+                # MicrosoftDocs azure-docs virtual-machines/troubleshooting/error-messages.md
                 raise ArmError(
                     409,
                     "OperationNotAllowed",
-                    f"Operation '{action}' is not allowed on instance(s) {', '.join(busy)}: "
-                    "another operation is in progress on them.",
+                    f"Operation '{action}' is not allowed on VM '{self.name}_{busy[0]}' since "
+                    "another operation is in progress.",
                 )
         wait = {
             "delete": "delete",
@@ -302,14 +318,18 @@ class InstancesMixin(RollingMixin):
             "reimageall": "provision",
         }.get(action, "power")
         op = self._new_operation(kind, request, wait, targets)
+        self._supersede(targets, op)
         if action == "delete":
             # deleting instances lowers the scale set's capacity by as many (Azure's
             # DeleteInstances: kubernetes/autoscaler azure_scale_set.go decrements its
             # cached size by the ids deleted, PR #3277; openshift-azure#1550 shows a
-            # later PUT of the old sku.capacity re-creating a deleted VM)
+            # later PUT of the old sku.capacity re-creating a deleted VM); deleting an
+            # instance being deleted again changes nothing ("You can only retry the
+            # Delete operation", error-messages.md)
+            fresh = [i for i in targets if not self.ss.deleting(i)]
             sku = _obj(self.doc, "sku")
-            sku["capacity"] = max(0, self.capacity - len(targets))
-            self.ss.delete_instances(targets)
+            sku["capacity"] = max(0, self.capacity - len(fresh))
+            self.ss.begin_delete(fresh, DELETE_SECONDS)
         elif action in ("manualupgrade", "reimage", "reimageall"):
             (self.ss.start_upgrade if action == "manualupgrade" else self.ss.reimage)(targets)
         elif action == "start":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -92,6 +92,7 @@ _FAULT_PARSERS: dict[str, Callable[[object, str], Any]] = {
     "drop_burst": _count,
     "silent_health": _flag,
     "auth_failure": _auth_failure,
+    "conflict_rate": _rate,
 }
 
 
@@ -140,6 +141,10 @@ class Faults:
     #: "401": every ARM request is unauthenticated; "403": not authorized;
     #: "403-writes": reads work, writes are not authorized (a Reader)
     auth_failure: str = ""
+    #: probability that a write (PUT, PATCH, POST, DELETE) answers 409 Conflict, as
+    #: concurrent requests from other clients would make it (on top of the conflicts
+    #: the emulator always answers: overlapping model writes)
+    conflict_rate: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -176,9 +181,12 @@ class Operation:
     api_version: str
     start: float
     #: "power" (waits for a settled power state), "provision" (settled provisioning),
-    #: "delete", "rolling" (the platform's rolling upgrade), "done" (completes at once)
+    #: "delete", "scale" (new instances provisioned, ``extras`` deleted), "rolling"
+    #: (the platform's rolling upgrade), "delay" (a timer), "done" (completes at once)
     wait: str = "done"
     waiting: set[str] = field(default_factory=set)
+    #: overprovisioned instances a "scale" operation waits to see deleted
+    extras: set[str] = field(default_factory=set)
     failed: list[str] = field(default_factory=list)
     status: str = "InProgress"
     end: float | None = None
@@ -188,6 +196,23 @@ class Operation:
     @property
     def done(self) -> bool:
         return self.status != "InProgress"
+
+
+#: the instance operations a later operation on the same instance supersedes
+_SUPERSEDABLE = ("provision", "power")
+
+
+def conflict() -> ArmError:
+    """ARM's answer to a write that overlaps another on the same resource: 409
+    Conflict, no Retry-After (microsoft/onefuzz VmssOperations.cs matches the message;
+    kubernetes-sigs/cloud-provider-azure consts ConcurrentRequestConflictMessage and
+    PR #2386, which retries it after 5 s because ARM sends no Retry-After)."""
+    return ArmError(
+        409,
+        "Conflict",
+        "The request failed due to conflict with a concurrent request. To resolve it, please "
+        "refer to https://aka.ms/activitylog to get more details on the conflicting requests.",
+    )
 
 
 def _server_error(internal: bool) -> ArmError:
@@ -280,6 +305,12 @@ class OperationsMixin(EmulatorState):
             )
         if error < self.faults.error_rate:
             raise _server_error(kind < 0.5)
+        if (
+            self.faults.conflict_rate > 0
+            and request.method.upper() in _WRITES
+            and self.fault_rng.random() < self.faults.conflict_rate
+        ):
+            raise conflict()
 
     def _concurrent_change(self) -> None:
         """Another client changes the model (tags): the etag moves on."""
@@ -299,7 +330,9 @@ class OperationsMixin(EmulatorState):
             request.query.get("api-version") or API_VERSION_MAX,
             self.env.now,
             wait=wait,
-            waiting=set(instance_ids) if wait in ("power", "provision", "delete") else set(),
+            waiting=set(instance_ids)
+            if wait in ("power", "provision", "delete", "scale")
+            else set(),
             inject_failure=inject,
         )
         self.operations[op_id] = op
@@ -322,6 +355,40 @@ class OperationsMixin(EmulatorState):
         headers = {"Azure-AsyncOperation": status_url, "Location": result_url}
         headers.update(retry_headers(self.faults.lro_retry_after))
         return Response(202, None, headers)
+
+    def _finish_after(self, op: Operation, seconds: float) -> None:
+        """End ``op`` (Succeeded) ``seconds`` of simulated time from now."""
+
+        def run() -> Generator[Any, Any, None]:
+            yield self.env.timeout(seconds)
+            self._finish_operation(op, "Succeeded", None)
+
+        self.env.process(run())
+
+    def _supersede(self, instance_ids: Iterable[str], by: Operation) -> None:
+        """A later operation on an instance supersedes an earlier one still in
+        progress on it: the earlier ends Canceled, code
+        CanceledAndSupersededDueToAnotherOperation (kubernetes-sigs/cloud-provider-azure
+        retries on that code; the message is ARM's, as terraform-provider-azurerm
+        users quote it)."""
+        for iid in instance_ids:
+            for op_id in list(self._waiting.get(iid, ())):
+                earlier = self.operations[op_id]
+                if earlier is by or earlier.wait not in _SUPERSEDABLE or earlier.done:
+                    continue
+                self._finish_operation(
+                    earlier,
+                    "Canceled",
+                    {
+                        "code": "CanceledAndSupersededDueToAnotherOperation",
+                        "message": f"Operation was canceled.\nOperation {earlier.kind} "
+                        f"({earlier.id}) was canceled and superseded by operation {by.kind} "
+                        f"({by.id}).",
+                    },
+                )
+                for other in earlier.waiting:
+                    self._waiting.get(other, set()).discard(op_id)
+                earlier.waiting.clear()
 
     def _instance_changed(self, iid: str, inst: Instance | None) -> None:
         if inst is None:
@@ -348,6 +415,11 @@ class OperationsMixin(EmulatorState):
                 inst is None
                 or (op.wait == "provision" and inst.provisioning not in _UPGRADING)
                 or (op.wait == "power" and inst.power not in _POWER_TRANSIENT)
+                or (
+                    op.wait == "scale"
+                    and iid not in op.extras
+                    and inst.provisioning not in _UPGRADING
+                )
             )
             if op.wait == "delete":
                 settled = inst is None
@@ -363,7 +435,7 @@ class OperationsMixin(EmulatorState):
             self._waiting.pop(iid, None)
 
     def _maybe_finish(self, op: Operation) -> None:
-        if op.done or op.waiting or op.wait == "rolling":
+        if op.done or op.waiting or op.wait in ("rolling", "delay"):
             return
         if op.failed:
             failed = sorted(op.failed, key=instance_sort_key)

@@ -9,6 +9,7 @@ from typing import Any
 from ..backends import armjson
 from ..engine.model import (
     ModelVersion,
+    ProvisioningState,
     UpgradeMode,
     instance_sort_key,
 )
@@ -19,6 +20,9 @@ from .base import (
     _PROVISIONING_STATUS,
     _READ_ONLY,
     _READ_ONLY_PROPERTIES,
+    _UPGRADING,
+    DELETE_SECONDS,
+    MODEL_UPDATE_SECONDS,
     VMSS_TYPE,
     ArmError,
     Request,
@@ -31,8 +35,10 @@ from .base import (
     _status,
     _whole,
     image_json,
+    retry_headers,
 )
 from .instances import InstancesMixin
+from .operations import Operation, conflict
 from .rolling import _DEFAULT_ROLLING
 
 
@@ -147,7 +153,7 @@ class ScaleSetsMixin(InstancesMixin):
             storage["imageReference"] = {k: v for k, v in ref.items() if v is not None}
         policy = _obj(props, "upgradePolicy")
         policy["rollingUpgradePolicy"] = self._rolling_policy()
-        props["provisioningState"] = "Succeeded"
+        props["provisioningState"] = "Updating" if self._updating() else "Succeeded"
         props["uniqueId"] = self.unique_id
         props["timeCreated"] = self.iso(0.0)
         if self.ss.zones:
@@ -177,6 +183,18 @@ class ScaleSetsMixin(InstancesMixin):
             )
 
     def _write_scale_set(self, request: Request, *, replace_all: bool) -> Response:
+        """PUT or PATCH of the scale set: a long-running operation (REST spec:
+        x-ms-long-running-operation; the SDK polls Azure-AsyncOperation), answered
+        200 with provisioningState Updating. Under policy Rolling, a write that starts
+        the platform's rolling upgrade lasts until it ends and fails with its error
+        (Azure/azure-powershell#11896: Update-AzVmss ran 12:57 then failed with
+        MaxUnhealthyUpgradedInstancePercentExceededInRollingUpgrade); other writes end
+        after MODEL_UPDATE_SECONDS, or when a scale-out's instances are provisioned.
+        A write while an earlier one is in progress is refused, 409 Conflict (ARM's
+        answer to concurrent writes on a resource): a client that waits for each write's
+        operation to end never sees it."""
+        if self.model_write is not None and not self.model_write.done:
+            raise conflict()
         self._check_preconditions(request)
         body = self._parse_body(request)
         if not isinstance(body, dict):
@@ -240,6 +258,8 @@ class ScaleSetsMixin(InstancesMixin):
         capacity = self._capacity_of(new_doc)
         mode = self._apply_policy(new_doc, check_only=True)
         before = self.scale_set_json()
+        op = self._new_operation("vmss.put" if replace_all else "vmss.patch", request, "delay")
+        self.model_write = op
         # everything is valid: apply
         new_doc.setdefault("tags", {})
         self.doc = new_doc
@@ -254,11 +274,11 @@ class ScaleSetsMixin(InstancesMixin):
             self._update_bad_models()
             self.ss.update_model(model, None)
         if capacity != old_capacity:
-            self._scale(old_capacity, capacity)
-        self._settle()
+            self._scale(old_capacity, capacity, op)
         after = self.scale_set_json()
-        before.pop("etag")
-        after.pop("etag")
+        for doc in (before, after):  # what the write changed, not its own progress
+            doc.pop("etag")
+            doc["properties"].pop("provisioningState")
         if before != after:
             self.etag += 1
         running = self.rolling is not None and self.rolling.end is None
@@ -266,11 +286,18 @@ class ScaleSetsMixin(InstancesMixin):
             model_changed or (self._stale_instances() and not running)
         ):
             # a model change (or a "generic" update, to restart a stopped one) starts
-            # the platform's rolling upgrade
-            self._begin_rolling(None)
-            self._settle()
-        doc = self.scale_set_json()
-        return Response(200, doc, {"ETag": f'"{self.etag}"'})
+            # the platform's rolling upgrade; the write lasts as long
+            op.wait = "rolling"
+            self._begin_rolling(op)
+        elif op.wait == "delay":
+            self._finish_after(op, MODEL_UPDATE_SECONDS)
+        else:
+            self._maybe_finish(op)
+        self._settle()
+        status_url, _ = self._operation_urls(op, request.base_url)
+        headers = {"ETag": f'"{self.etag}"', "Azure-AsyncOperation": status_url}
+        headers.update(retry_headers(self.faults.lro_retry_after))
+        return Response(200, self.scale_set_json(), headers)
 
     def _model_of(self, doc: dict[str, Any]) -> ModelVersion:
         sku = doc.get("sku")
@@ -389,7 +416,10 @@ class ScaleSetsMixin(InstancesMixin):
     def upgrade_mode(self) -> UpgradeMode:
         return UpgradeMode(_get(self.doc, "properties", "upgradePolicy", "mode") or "Manual")
 
-    def _scale(self, old: int, new: int) -> None:
+    def _scale(self, old: int, new: int, op: Operation) -> None:
+        """Scale out (``op`` then waits for the new instances to be provisioned) or in
+        (for the removed ones to be deleted)."""
+        before = set(self.ss.instances)
         if new > old:
             self.ss.add_instances(new - old)
         else:
@@ -400,7 +430,28 @@ class ScaleSetsMixin(InstancesMixin):
                 for iid in sorted(self.ss.instances, key=instance_sort_key)
                 if iid not in self.protection or not any(self.protection[iid].values())
             ]
-            self.ss.delete_instances(ordered[new - old :])
+            self.ss.begin_delete(ordered[new - old :], DELETE_SECONDS)
+        changed = (set(self.ss.instances) - before) if new > old else set(ordered[new - old :])
+        op.wait = "scale"
+        op.waiting = changed
+        for iid in changed:
+            self._waiting.setdefault(iid, set()).add(op.id)
+        if new < old:
+            op.extras = changed  # "scale" waits for extras to be gone
+
+    def _updating(self) -> bool:
+        """The scale set reports provisioningState Updating while a write to it is in
+        progress or its instances are being updated, created or deleted (issue 9:
+        Azure's scale set reads Updating during such operations; gbowerman/vmsstools
+        vmssupgrade waits for it to finish)."""
+        return (
+            (self.model_write is not None and not self.model_write.done)
+            or (self.rolling is not None and self.rolling.end is None)
+            or any(
+                inst.provisioning in (*_UPGRADING, ProvisioningState.DELETING)
+                for inst in self.ss.instances.values()
+            )
+        )
 
     def _stale_instances(self) -> list[str]:
         return [
@@ -424,9 +475,11 @@ class ScaleSetsMixin(InstancesMixin):
             },
             "statuses": [
                 _status(
-                    "ProvisioningState/succeeded",
-                    "Info",
-                    "Provisioning succeeded",
+                    *(
+                        ("ProvisioningState/updating", "Info", "Updating")
+                        if self._updating()
+                        else ("ProvisioningState/succeeded", "Info", "Provisioning succeeded")
+                    ),
                     self.iso(self.env.now),
                 )
             ],

@@ -63,6 +63,8 @@ class EmulatorState:
     operations: dict[str, Operation]
     _waiting: dict[str, set[str]]
     rolling: RollingRun | None
+    #: the latest PUT/PATCH of the scale set (overlapping writes are refused)
+    model_write: Operation | None
     rolling_history: list[RollingRun]
     _rolling_again: bool
     manual_upgrades: int

@@ -88,6 +88,17 @@ class Arm:
         self.clock.t = seconds
         self.arm.advance()
 
+    def write(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Response:
+        """A request sent as a client that serialises its writes does: after the
+        scale set's previous PUT/PATCH operation has ended (waited for in steps of
+        one simulated second, bounded)."""
+        op = self.arm.model_write
+        for _ in range(100_000):
+            if op is None or op.done:
+                return self.call(method, path, body, **kwargs)
+            self.at(self.clock.t + 1)
+        raise AssertionError("the previous write never ended")
+
     def operation(self, response: Response) -> dict[str, Any]:
         assert response.status == 202, response.body
         status = self.call("GET", response.headers["Azure-AsyncOperation"])
@@ -98,6 +109,13 @@ class Arm:
 
 def error_code(response: Response) -> str:
     return str(response.body["error"]["code"])
+
+
+def vm_doc(e: Arm, iid: str) -> dict[str, Any]:
+    response = e.call("GET", f"{e.vmss}/virtualMachines/{iid}")
+    assert response.status == 200, response.body
+    body: dict[str, Any] = response.body
+    return body
 
 
 # --------------------------------------------------------------------------- construction
@@ -256,7 +274,7 @@ def patch_version(e: Arm, version: str, **headers: str) -> Response:
             "virtualMachineProfile": {"storageProfile": {"imageReference": {"version": version}}}
         }
     }
-    return e.call("PATCH", e.vmss, body, headers=headers)
+    return e.write("PATCH", e.vmss, body, headers=headers)
 
 
 def test_patch_changes_the_model_under_if_match() -> None:
@@ -281,7 +299,7 @@ def test_publisher_and_offer_cannot_change() -> None:
             }
         }
     }
-    response = e.call("PATCH", e.vmss, body)
+    response = e.write("PATCH", e.vmss, body)
     assert response.status == 400 and error_code(response) == "OperationNotAllowed"
     assert (
         "publisher and offer can only be set when you create the scale set"
@@ -301,7 +319,7 @@ def test_gallery_image_and_vm_size_change_the_model() -> None:
             "virtualMachineProfile": {"storageProfile": {"imageReference": {"id": gallery}}}
         },
     }
-    doc = e.call("PATCH", e.vmss, body).body
+    doc = e.write("PATCH", e.vmss, body).body
     assert doc["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"] == {
         "id": gallery
     }
@@ -312,9 +330,17 @@ def test_gallery_image_and_vm_size_change_the_model() -> None:
 
 def test_capacity_scales_out_and_in() -> None:
     e = Arm()
-    e.call("PATCH", e.vmss, {"sku": {"capacity": 12}})
+    e.write("PATCH", e.vmss, {"sku": {"capacity": 12}})
     assert sorted(e.arm.ss.instances, key=int)[-2:] == ["10", "11"]
-    e.call("PATCH", e.vmss, {"sku": {"capacity": 8}})
+    e.write("PATCH", e.vmss, {"sku": {"capacity": 8}})
+    # the highest ids are deleted: listed as Deleting, then gone
+    assert {i for i, x in e.arm.ss.instances.items() if x.provisioning.value == "Deleting"} == {
+        "8",
+        "9",
+        "10",
+        "11",
+    }
+    e.at(e.clock.t + 31)
     assert sorted(e.arm.ss.instances, key=int) == [str(i) for i in range(8)]
 
 
@@ -323,14 +349,14 @@ def test_rolling_policy_is_validated() -> None:
     body = {
         "properties": {"upgradePolicy": {"rollingUpgradePolicy": {"maxBatchInstancePercent": 3}}}
     }
-    response = e.call("PATCH", e.vmss, body)
+    response = e.write("PATCH", e.vmss, body)
     assert response.status == 400 and error_code(response) == "InvalidParameter"
     body = {
         "properties": {
             "upgradePolicy": {"rollingUpgradePolicy": {"pauseTimeBetweenBatches": "5 minutes"}}
         }
     }
-    assert e.call("PATCH", e.vmss, body).status == 400
+    assert e.write("PATCH", e.vmss, body).status == 400
 
 
 # ------------------------------------------------------------------ long-running operations
@@ -435,8 +461,11 @@ def test_power_operation_on_an_upgrading_instance_conflicts() -> None:
 def test_delete_instances() -> None:
     e = Arm()
     accepted = e.call("POST", f"{e.vmss}/delete", {"instanceIds": ["8", "9"]})
-    assert e.operation(accepted)["status"] == "Succeeded"
+    assert e.operation(accepted)["status"] == "InProgress"
+    assert vm_doc(e, "8")["properties"]["provisioningState"] == "Deleting"
     assert e.call("DELETE", f"{e.vmss}/virtualMachines/7").status == 202
+    e.at(31)
+    assert e.operation(accepted)["status"] == "Succeeded"
     assert sorted(e.arm.ss.instances, key=int) == [str(i) for i in range(7)]
     assert e.call("GET", e.vmss).body["sku"]["capacity"] == 7
 
@@ -464,7 +493,7 @@ def test_policy_rolling_runs_the_platform_rolling_upgrade_with_the_engine() -> N
             "virtualMachineProfile": {"storageProfile": {"imageReference": {"version": "2.0.0"}}},
         }
     }
-    assert e.call("PATCH", e.vmss, body).status == 200
+    assert e.write("PATCH", e.vmss, body).status == 200
     e.at(95)
     latest = e.call("GET", f"{e.vmss}/rollingUpgrades/latest").body["properties"]
     assert latest["runningStatus"]["code"] == "RollingForward"
@@ -495,7 +524,7 @@ def test_os_rolling_upgrade_and_cancel() -> None:
             "virtualMachineProfile": {"storageProfile": {"imageReference": {"version": "2.0.0"}}},
         }
     }
-    e.call("PATCH", e.vmss, body)
+    e.write("PATCH", e.vmss, body)
     started = e.call("POST", f"{e.vmss}/osRollingUpgrade")
     assert started.status == 202
     assert e.call("POST", f"{e.vmss}/osRollingUpgrade").status == 409  # one at a time
@@ -583,13 +612,13 @@ def test_put_replaces_the_model_and_ignores_read_only_fields() -> None:
         "2.0.0"
     )
     doc["tags"] = {"team": "web"}
-    response = e.call("PUT", e.vmss, doc, headers={"If-Match": doc["etag"]})
+    response = e.write("PUT", e.vmss, doc, headers={"If-Match": doc["etag"]})
     assert response.status == 200
     assert response.body["tags"] == {"team": "web"}
     assert response.body["etag"] == '"2"'
     assert e.arm.ss.model.image.version == "2.0.0"
-    assert e.call("PUT", e.vmss, doc, headers={"If-Match": '"1"'}).status == 412
-    other = e.call("PUT", e.vmss.replace("/web", "/new"), doc)
+    assert e.write("PUT", e.vmss, doc, headers={"If-Match": '"1"'}).status == 412
+    other = e.write("PUT", e.vmss.replace("/web", "/new"), doc)
     assert other.status == 400 and error_code(other) == "OperationNotAllowed"
 
 
@@ -603,7 +632,7 @@ def test_legacy_unmanaged_image_uri() -> None:
             }
         }
     }
-    doc = e.call("PATCH", e.vmss, body).body
+    doc = e.write("PATCH", e.vmss, body).body
     storage = doc["properties"]["virtualMachineProfile"]["storageProfile"]
     assert "imageReference" not in storage and storage["osDisk"]["image"]["uri"] == uri
     assert e.arm.ss.model.image == ImageReference(uri=uri)
@@ -648,7 +677,7 @@ def test_deleting_instances_lowers_the_capacity_a_later_patch_keeps() -> None:
     assert e.call("GET", e.vmss).body["sku"]["capacity"] == 7
     # a model PATCH without sku.capacity must not scale the set back out to 10
     patch_version(e, "2.0.0")
-    e.call("PATCH", e.vmss, {"tags": {"owner": "me"}})
+    e.write("PATCH", e.vmss, {"tags": {"owner": "me"}})
     e.at(300)
     assert sorted(e.arm.ss.instances, key=int) == [str(i) for i in range(7)]
     assert e.call("GET", e.vmss).body["sku"]["capacity"] == 7
@@ -658,7 +687,7 @@ def test_put_with_a_partial_body_leaves_the_rest_unchanged() -> None:
     e = Arm()
     before = e.call("GET", e.vmss).body
     # az vmss scale --new-capacity 12: a PUT of only location and sku
-    scaled = e.call("PUT", e.vmss, {"location": "westeurope", "sku": {"capacity": 12}})
+    scaled = e.write("PUT", e.vmss, {"location": "westeurope", "sku": {"capacity": 12}})
     assert scaled.status == 200, scaled.body
     assert len(e.arm.ss.instances) == 12
     assert (
@@ -672,7 +701,7 @@ def test_put_with_a_partial_body_leaves_the_rest_unchanged() -> None:
             "virtualMachineProfile": {"storageProfile": {"imageReference": {"version": "2.0.0"}}}
         },
     }
-    updated = e.call("PUT", e.vmss, body)
+    updated = e.write("PUT", e.vmss, body)
     assert updated.status == 200, updated.body
     ref = updated.body["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"]
     assert ref == {
@@ -681,7 +710,7 @@ def test_put_with_a_partial_body_leaves_the_rest_unchanged() -> None:
     }
     assert e.arm.ss.model.image.version == "2.0.0"
     assert e.arm.ss.model.image.publisher == "Canonical"
-    assert e.call("PUT", e.vmss, {"sku": {"capacity": 3}}).status == 400  # location required
+    assert e.write("PUT", e.vmss, {"sku": {"capacity": 3}}).status == 400  # location required
 
 
 def test_numbers_and_booleans_as_json_strings() -> None:
@@ -694,13 +723,13 @@ def test_numbers_and_booleans_as_json_strings() -> None:
             }
         },
     }
-    response = e.call("PATCH", e.vmss, body)
+    response = e.write("PATCH", e.vmss, body)
     assert response.status == 200, response.body
     assert response.body["sku"]["capacity"] == 12
     policy = response.body["properties"]["upgradePolicy"]["rollingUpgradePolicy"]
     assert policy["maxBatchInstancePercent"] == 50 and policy["maxSurge"] is False
     assert len(e.arm.ss.instances) == 12
-    bad = e.call("PATCH", e.vmss, {"sku": {"capacity": "twelve"}})
+    bad = e.write("PATCH", e.vmss, {"sku": {"capacity": "twelve"}})
     assert bad.status == 400 and bad.body["error"]["target"] == "sku.capacity"
 
 
@@ -721,7 +750,7 @@ def test_gallery_image_ids_are_stored_in_their_own_field(field: str, gallery_id:
     ref = {k: None for k in ("id", "sharedGalleryImageId", "communityGalleryImageId")}
     ref[field] = gallery_id
     body = {"properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": ref}}}}
-    doc = e.call("PATCH", e.vmss, body).body
+    doc = e.write("PATCH", e.vmss, body).body
     stored = doc["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"]
     assert stored == {field: gallery_id}
     assert e.arm.ss.model.image.id == gallery_id
@@ -736,7 +765,7 @@ def test_gallery_image_ids_are_stored_in_their_own_field(field: str, gallery_id:
     body = {
         "properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": platform}}}
     }
-    doc = e.call("PATCH", e.vmss, body).body
+    doc = e.write("PATCH", e.vmss, body).body
     assert doc["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"] == (
         platform
     )
@@ -745,7 +774,7 @@ def test_gallery_image_ids_are_stored_in_their_own_field(field: str, gallery_id:
 def test_vms_report_when_they_were_created() -> None:
     e = Arm()
     e.at(100)
-    e.call("PATCH", e.vmss, {"sku": {"capacity": 11}})
+    e.write("PATCH", e.vmss, {"sku": {"capacity": 11}})
     vms = {vm["instanceId"]: vm for vm in e.call("GET", f"{e.vmss}/virtualMachines").body["value"]}
     assert vms["0"]["properties"]["timeCreated"] == e.arm.iso(0.0)
     new = e.call("GET", f"{e.vmss}/virtualMachines/10").body
@@ -753,13 +782,6 @@ def test_vms_report_when_they_were_created() -> None:
 
 
 # ------------------------------------------------------------------ issue 9: instance protection
-
-
-def vm_doc(e: Arm, iid: str) -> dict[str, Any]:
-    response = e.call("GET", f"{e.vmss}/virtualMachines/{iid}")
-    assert response.status == 200, response.body
-    body: dict[str, Any] = response.body
-    return body
 
 
 def test_protected_instances_refuse_scale_set_actions_naming_them() -> None:
@@ -787,7 +809,7 @@ def test_protected_instances_refuse_scale_set_actions_naming_them() -> None:
     # the instance's own operations are not blocked
     assert e.call("POST", f"{e.vmss}/virtualMachines/3/restart").status == 202
     assert e.call("DELETE", f"{e.vmss}/virtualMachines/7").status == 202
-    assert "7" not in e.arm.ss.instances
+    assert e.arm.ss.instances["7"].provisioning is ProvisioningState.DELETING
 
 
 def test_protection_is_set_on_the_instance_model() -> None:
@@ -819,7 +841,8 @@ def test_platform_upgrades_and_scale_in_skip_protected_instances() -> None:
     assert latest["progress"]["successfulInstanceCount"] == 8
     stale = {i for i, inst in e.arm.ss.instances.items() if inst.model != e.arm.ss.model}
     assert stale == {"0", "9"}
-    e.call("PATCH", e.vmss, {"sku": {"capacity": 7}})
+    e.write("PATCH", e.vmss, {"sku": {"capacity": 7}})
+    e.at(e.clock.t + 31)
     assert sorted(e.arm.ss.instances, key=int) == ["0", "1", "2", "3", "4", "5", "9"]
 
     auto = Arm(scenario=scenario(protected_instances=["4"], upgrade_policy="Automatic"))
@@ -856,3 +879,132 @@ def test_fault_domain_counts_azure_allows() -> None:
     assert Arm(scenario=scenario(fault_domains=3)).arm.ss.fault_domains == 3
     with pytest.raises(InputError, match=r"^scale_set.fault_domains: a zonal scale set has 1 or 5"):
         Arm(scenario=scenario(zones=["1"], fault_domains=3))
+
+
+# ------------------------------------------- issue 9: long-running writes, conflicts, supersession
+
+
+def write_status(e: Arm, response: Response) -> dict[str, Any]:
+    status = e.call("GET", response.headers["Azure-AsyncOperation"])
+    assert status.status == 200
+    body: dict[str, Any] = status.body
+    return body
+
+
+def test_a_model_write_is_a_long_running_operation() -> None:
+    e = Arm()
+    first = patch_version(e, "2.0.0")
+    assert first.status == 200
+    assert first.body["properties"]["provisioningState"] == "Updating"
+    assert first.headers["ETag"] == first.body["etag"] == '"2"'
+    assert write_status(e, first)["status"] == "InProgress"
+    # an overlapping write: 409 Conflict, without Retry-After (azure-core won't retry it)
+    second = e.call("PATCH", e.vmss, {"tags": {"a": "b"}})
+    assert second.status == 409 and error_code(second) == "Conflict"
+    assert second.body["error"]["message"].startswith(
+        "The request failed due to conflict with a concurrent request"
+    )
+    assert "Retry-After" not in second.headers
+    # reads and instance actions are not writes to the model
+    assert e.call("GET", e.vmss).status == 200
+    assert e.call("POST", f"{e.vmss}/manualupgrade", {"instanceIds": ["0"]}).status == 202
+    e.at(6)
+    assert write_status(e, first)["status"] == "Succeeded"
+    assert e.call("PATCH", e.vmss, {"tags": {"a": "b"}}).status == 200
+
+
+def test_a_rolling_model_write_lasts_the_platform_upgrade_and_fails_with_its_code() -> None:
+    e = Arm(scenario=scenario(upgrade_policy="Rolling", bad_image=True))
+    write = patch_version(e, "2.0.0")
+    assert write.status == 200 and "Azure-AsyncOperation" in write.headers
+    e.at(50)  # the first batch is still upgrading
+    assert write_status(e, write)["status"] == "InProgress"
+    assert e.call("GET", e.vmss).body["properties"]["provisioningState"] == "Updating"
+    assert e.call("PATCH", e.vmss, {"tags": {"a": "b"}}).status == 409
+    e.at(3000)
+    status = write_status(e, write)
+    assert status["status"] == "Failed"
+    assert status["error"]["code"] == "MaxUnhealthyUpgradedInstancePercentExceededInRollingUpgrade"
+    latest = e.call("GET", f"{e.vmss}/rollingUpgrades/latest").body["properties"]
+    assert latest["runningStatus"]["code"] == "Faulted"
+    assert e.call("GET", e.vmss).body["properties"]["provisioningState"] == "Succeeded"
+
+    good = Arm(scenario=scenario(upgrade_policy="Rolling"))
+    write = patch_version(good, "2.0.0")
+    good.at(200)
+    assert write_status(good, write)["status"] == "InProgress"
+    good.at(3000)
+    assert write_status(good, write)["status"] == "Succeeded"
+
+
+def test_a_scale_out_write_ends_once_the_new_instances_are_provisioned() -> None:
+    e = Arm()
+    write = e.call("PATCH", e.vmss, {"sku": {"capacity": 12}})
+    e.at(30)
+    assert write_status(e, write)["status"] == "InProgress"
+    e.at(61)
+    assert write_status(e, write)["status"] == "Succeeded"
+
+
+def test_scale_set_state_reflects_instances_updating() -> None:
+    e = Arm()
+    patch_version(e, "2.0.0")
+    e.at(10)
+    assert e.call("GET", e.vmss).body["properties"]["provisioningState"] == "Succeeded"
+    e.call("POST", f"{e.vmss}/manualupgrade", {"instanceIds": ["0", "1"]})
+    assert e.call("GET", e.vmss).body["properties"]["provisioningState"] == "Updating"
+    view = e.call("GET", f"{e.vmss}/instanceView").body
+    assert view["statuses"][0]["code"] == "ProvisioningState/updating"
+    assert {"code": "ProvisioningState/updating", "count": 2} in view["virtualMachine"][
+        "statusesSummary"
+    ]
+    e.at(100)
+    assert e.call("GET", e.vmss).body["properties"]["provisioningState"] == "Succeeded"
+    view = e.call("GET", f"{e.vmss}/instanceView").body
+    assert view["statuses"][0]["code"] == "ProvisioningState/succeeded"
+
+
+def test_a_later_operation_on_an_instance_supersedes_the_earlier() -> None:
+    e = Arm()
+    patch_version(e, "2.0.0")
+    e.at(10)
+    first = e.call("POST", f"{e.vmss}/manualupgrade", {"instanceIds": ["0", "1"]})
+    e.at(20)
+    second = e.call("POST", f"{e.vmss}/manualupgrade", {"instanceIds": ["1"]})
+    assert second.status == 202
+    status = e.operation(first)
+    assert status["status"] == "Canceled"
+    assert status["error"]["code"] == "CanceledAndSupersededDueToAnotherOperation"
+    assert e.call("GET", first.headers["Location"]).status == 400
+    e.at(81)
+    assert e.operation(second)["status"] == "Succeeded"
+    assert e.arm.ss.instances["1"].model == e.arm.ss.model
+    assert e.operation(first)["status"] == "Canceled"  # stays as it ended
+
+
+def test_operations_on_an_instance_being_deleted_are_refused() -> None:
+    e = Arm()
+    e.call("POST", f"{e.vmss}/delete", {"instanceIds": ["3"]})
+    for method, path, body in (
+        ("POST", f"{e.vmss}/manualupgrade", {"instanceIds": ["2", "3"]}),
+        ("POST", f"{e.vmss}/virtualMachines/3/restart", None),
+        ("PUT", f"{e.vmss}/virtualMachines/3", {"properties": {}}),
+    ):
+        refused = e.call(method, path, body)
+        assert refused.status == 409 and error_code(refused) == "OperationNotAllowed", path
+        assert "since the VM is marked for deletion" in refused.body["error"]["message"]
+    # deleting it again is allowed ("You can only retry the Delete operation")
+    assert e.call("POST", f"{e.vmss}/delete", {"instanceIds": ["3"]}).status == 202
+    assert e.call("GET", e.vmss).body["sku"]["capacity"] == 9
+    e.at(31)
+    assert "3" not in e.arm.ss.instances
+
+
+def test_conflict_rate_answers_writes_409() -> None:
+    e = Arm(faults=Faults(conflict_rate=1.0))
+    assert e.call("GET", e.vmss).status == 200
+    refused = e.call("POST", f"{e.vmss}/manualupgrade", {"instanceIds": ["0"]})
+    assert refused.status == 409 and error_code(refused) == "Conflict"
+    assert e.arm.ss.instances["0"].provisioning is ProvisioningState.SUCCEEDED
+    e.arm.set_faults(e.arm.faults.with_changes({"conflict_rate": 0.0}))
+    assert e.call("POST", f"{e.vmss}/manualupgrade", {"instanceIds": ["0"]}).status == 202
