@@ -100,7 +100,9 @@ class Arm:
         raise AssertionError("the previous write never ended")
 
     def operation(self, response: Response) -> dict[str, Any]:
-        assert response.status == 202, response.body
+        """The status of the long-running operation ``response`` started (an action's
+        202 or a PUT/PATCH's 200)."""
+        assert "Azure-AsyncOperation" in response.headers, (response.status, response.body)
         status = self.call("GET", response.headers["Azure-AsyncOperation"])
         assert status.status == 200
         body: dict[str, Any] = status.body
@@ -884,20 +886,13 @@ def test_fault_domain_counts_azure_allows() -> None:
 # ------------------------------------------- issue 9: long-running writes, conflicts, supersession
 
 
-def write_status(e: Arm, response: Response) -> dict[str, Any]:
-    status = e.call("GET", response.headers["Azure-AsyncOperation"])
-    assert status.status == 200
-    body: dict[str, Any] = status.body
-    return body
-
-
 def test_a_model_write_is_a_long_running_operation() -> None:
     e = Arm()
     first = patch_version(e, "2.0.0")
     assert first.status == 200
     assert first.body["properties"]["provisioningState"] == "Updating"
     assert first.headers["ETag"] == first.body["etag"] == '"2"'
-    assert write_status(e, first)["status"] == "InProgress"
+    assert e.operation(first)["status"] == "InProgress"
     # an overlapping write: 409 Conflict, without Retry-After (azure-core won't retry it)
     second = e.call("PATCH", e.vmss, {"tags": {"a": "b"}})
     assert second.status == 409 and error_code(second) == "Conflict"
@@ -909,7 +904,7 @@ def test_a_model_write_is_a_long_running_operation() -> None:
     assert e.call("GET", e.vmss).status == 200
     assert e.call("POST", f"{e.vmss}/manualupgrade", {"instanceIds": ["0"]}).status == 202
     e.at(6)
-    assert write_status(e, first)["status"] == "Succeeded"
+    assert e.operation(first)["status"] == "Succeeded"
     assert e.call("PATCH", e.vmss, {"tags": {"a": "b"}}).status == 200
 
 
@@ -918,11 +913,11 @@ def test_a_rolling_model_write_lasts_the_platform_upgrade_and_fails_with_its_cod
     write = patch_version(e, "2.0.0")
     assert write.status == 200 and "Azure-AsyncOperation" in write.headers
     e.at(50)  # the first batch is still upgrading
-    assert write_status(e, write)["status"] == "InProgress"
+    assert e.operation(write)["status"] == "InProgress"
     assert e.call("GET", e.vmss).body["properties"]["provisioningState"] == "Updating"
     assert e.call("PATCH", e.vmss, {"tags": {"a": "b"}}).status == 409
     e.at(3000)
-    status = write_status(e, write)
+    status = e.operation(write)
     assert status["status"] == "Failed"
     assert status["error"]["code"] == "MaxUnhealthyUpgradedInstancePercentExceededInRollingUpgrade"
     latest = e.call("GET", f"{e.vmss}/rollingUpgrades/latest").body["properties"]
@@ -932,18 +927,18 @@ def test_a_rolling_model_write_lasts_the_platform_upgrade_and_fails_with_its_cod
     good = Arm(scenario=scenario(upgrade_policy="Rolling"))
     write = patch_version(good, "2.0.0")
     good.at(200)
-    assert write_status(good, write)["status"] == "InProgress"
+    assert good.operation(write)["status"] == "InProgress"
     good.at(3000)
-    assert write_status(good, write)["status"] == "Succeeded"
+    assert good.operation(write)["status"] == "Succeeded"
 
 
 def test_a_scale_out_write_ends_once_the_new_instances_are_provisioned() -> None:
     e = Arm()
     write = e.call("PATCH", e.vmss, {"sku": {"capacity": 12}})
     e.at(30)
-    assert write_status(e, write)["status"] == "InProgress"
+    assert e.operation(write)["status"] == "InProgress"
     e.at(61)
-    assert write_status(e, write)["status"] == "Succeeded"
+    assert e.operation(write)["status"] == "Succeeded"
 
 
 def test_scale_set_state_reflects_instances_updating() -> None:
