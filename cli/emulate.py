@@ -48,6 +48,7 @@ FAULT_FLAGS = {
     "lro_retry_after": "--retry-after",
     "concurrent_change_after": "--concurrent-change-after",
     "conflict_rate": "--conflict-rate",
+    "concurrent_change_kind": "--concurrent-change-kind",
 }
 
 
@@ -117,6 +118,16 @@ def emulate(
         typer.Option(
             "--health-extension/--no-health-extension",
             help="Configure the Application Health extension (instances report vmHealth).",
+            rich_help_panel=SERVER_PANEL,
+        ),
+    ] = True,
+    overprovision: Annotated[
+        bool,
+        typer.Option(
+            "--overprovision/--no-overprovision",
+            help="The scale set's overprovision property (on by default for Uniform sets, "
+            "as in Azure): a scale-out creates 20% more instances than asked for and "
+            "deletes the extras once the asked-for ones are provisioned.",
             rich_help_panel=SERVER_PANEL,
         ),
     ] = True,
@@ -211,6 +222,18 @@ def emulate(
             metavar="N",
             help="After the N-th manualupgrade request, change the model's tags (and etag) "
             "as another client would.",
+            show_default=False,
+            rich_help_panel=FAULTS_PANEL,
+        ),
+    ] = None,
+    concurrent_change_kind: Annotated[
+        str | None,
+        typer.Option(
+            "--concurrent-change-kind",
+            metavar="KIND",
+            help="What --concurrent-change-after changes: tags (default), or extension (adds "
+            "one, as Azure Policy or Defender would: every instance's latestModelApplied "
+            "turns false).",
             show_default=False,
             rich_help_panel=FAULTS_PANEL,
         ),
@@ -320,6 +343,7 @@ def emulate(
             lro_retry_after=retry_after,
             concurrent_change_after=concurrent_change_after,
             conflict_rate=conflict_rate,
+            concurrent_change_kind=concurrent_change_kind,
         )
     serve(
         EmulatorConfig(
@@ -329,6 +353,7 @@ def emulate(
             time_scale=time_scale,
             page_size=page_size,
             health_extension=health_extension,
+            overprovision=overprovision,
             faults=faults,
             subscription=subscription,
             resource_group=resource_group,

@@ -55,6 +55,12 @@ DELETE_SECONDS = 30.0
 #: InProgress (Manual and Automatic policy, or nothing to roll): an assumption, Azure
 #: documents no duration
 MODEL_UPDATE_SECONDS = 5.0
+#: extra instances an overprovisioned scale-out creates, as a fraction of those asked
+#: for (rounded up). "With overprovisioning turned on, the scale set actually spins up
+#: more VMs than you asked for, then deletes the extra VMs once the requested number of
+#: VMs are successfully provisioned" (MicrosoftDocs azure-compute-docs, virtual-machine-
+#: scale-sets-design-overview.md); how many more is not documented: an assumption.
+OVERPROVISION_FRACTION = 0.2
 #: simulated seconds a power operation spends in its transient state
 POWER_SECONDS = {"start": 30.0, "restart": 45.0, "poweroff": 15.0, "deallocate": 60.0}
 _API_VERSION_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(-preview)?$")
@@ -199,6 +205,13 @@ class EmulatedScaleSet(SimScaleSet):
     def _delete_after(self, instance_ids: list[str], seconds: float) -> Generator[Any, Any, None]:
         yield self.env.timeout(seconds)
         self.delete_instances([iid for iid in instance_ids if iid in self.instances])
+
+    def set_latest(self, iid: str, latest: bool) -> None:
+        """Set an instance's latestModelApplied (the emulator tracks model changes
+        the simulator does not: extensions, OS profile)."""
+        inst = self.instances[iid]
+        if inst.latest_model_applied is not latest:
+            self._set(iid, inst.evolve(latest_model_applied=latest))
 
     def deleting(self, iid: str) -> bool:
         inst = self.instances.get(iid)

@@ -101,6 +101,7 @@ class ArmEmulator(ScaleSetsMixin, IdentityMixin):
         location: str = DEFAULT_LOCATION,
         page_size: int = DEFAULT_PAGE_SIZE,
         health_extension: bool = True,
+        overprovision: bool = True,
         faults: Faults | None = None,
         epoch: datetime | None = None,
         identity_secret: str | None = None,
@@ -118,6 +119,8 @@ class ArmEmulator(ScaleSetsMixin, IdentityMixin):
         self.location = location
         self.page_size = page_size
         self.health_extension = health_extension
+        #: the scale set's initial ``overprovision`` (PUT/PATCH can change it)
+        self.overprovision_default = overprovision
         #: the real time simulated time 0 stands for (timestamps in documents)
         self.epoch = epoch or datetime.now(UTC)
         #: the App Service managed-identity secret (``IDENTITY_HEADER``)
@@ -142,6 +145,12 @@ class ArmEmulator(ScaleSetsMixin, IdentityMixin):
             self.set_protection(
                 iid, {"protectFromScaleIn": True, "protectFromScaleSetActions": True}
             )
+        #: the per-instance model's generation: every change to it (extensions, OS
+        #: profile, image, size...) is a new one; an instance applies the generation
+        #: current when it is updated or created
+        self.profile_gen = 0
+        self.applied_gen: dict[str, int] = {}
+        self._bumping = False
         self.ss.hook = self._instance_changed
         self.initial_model = self.ss.model
         self._models_seen = [self.initial_model]

@@ -22,9 +22,11 @@ from .base import (
     _WRITES,
     API_VERSION_MAX,
     COMPUTE,
+    DELETE_SECONDS,
     ArmError,
     Request,
     Response,
+    _obj,
     retry_headers,
 )
 from .state import EmulatorState
@@ -70,6 +72,16 @@ def _count(value: object, key: str) -> int:
 AUTH_FAILURES = ("", "401", "403", "403-writes")
 
 
+#: what the concurrent-change fault changes
+CHANGE_KINDS = ("tags", "extension")
+
+
+def _change_kind(value: object, key: str) -> str:
+    if isinstance(value, str) and value in CHANGE_KINDS:
+        return value
+    raise InputError(f"{key}: expected one of {', '.join(map(repr, CHANGE_KINDS))}, got {value!r}")
+
+
 def _auth_failure(value: object, key: str) -> str:
     if isinstance(value, str) and value in AUTH_FAILURES:
         return value
@@ -93,6 +105,7 @@ _FAULT_PARSERS: dict[str, Callable[[object, str], Any]] = {
     "silent_health": _flag,
     "auth_failure": _auth_failure,
     "conflict_rate": _rate,
+    "concurrent_change_kind": _change_kind,
 }
 
 
@@ -145,6 +158,9 @@ class Faults:
     #: concurrent requests from other clients would make it (on top of the conflicts
     #: the emulator always answers: overlapping model writes)
     conflict_rate: float = 0.0
+    #: what the concurrent change changes: "tags", or "extension" (adds one to the
+    #: profile: every instance's latestModelApplied turns false)
+    concurrent_change_kind: str = "tags"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -187,6 +203,12 @@ class Operation:
     waiting: set[str] = field(default_factory=set)
     #: overprovisioned instances a "scale" operation waits to see deleted
     extras: set[str] = field(default_factory=set)
+    #: an overprovisioned scale-out: the instances it created, how many of them stay
+    #: (the first provisioned), those provisioned so far, whether the extras are chosen
+    group: list[str] = field(default_factory=list)
+    keep: int | None = None
+    provisioned: list[str] = field(default_factory=list)
+    chosen: bool = False
     failed: list[str] = field(default_factory=list)
     status: str = "InProgress"
     end: float | None = None
@@ -313,11 +335,45 @@ class OperationsMixin(EmulatorState):
             raise conflict()
 
     def _concurrent_change(self) -> None:
-        """Another client changes the model (tags): the etag moves on."""
+        """Another client changes the model: its tags, or (``concurrent_change_kind``
+        "extension") an extension, as Azure Policy or Defender for Servers deploying
+        theirs would, which also turns every instance's latestModelApplied false
+        (issue 9). The etag moves on either way."""
         tags = self.doc.setdefault("tags", {})
         tags["changedBy"] = "another-client"
         tags["changeNumber"] = str(int(tags.get("changeNumber", "0")) + 1)
+        if self.faults.concurrent_change_kind == "extension":
+            profile = _obj(self.doc, "properties", "virtualMachineProfile", "extensionProfile")
+            extensions = profile.setdefault("extensions", [])
+            extensions.append(
+                {
+                    "name": f"MDE.Linux-{tags['changeNumber']}",
+                    "properties": {
+                        "publisher": "Microsoft.Azure.AzureDefenderForServers",
+                        "type": "MDE.Linux",
+                        "typeHandlerVersion": "1.0",
+                        "autoUpgradeMinorVersion": True,
+                        "settings": {"azureResourceId": self.vmss_id},
+                    },
+                }
+            )
+            self._new_profile()
         self.etag += 1
+
+    def _new_profile(self) -> None:
+        """The per-instance model changed (not only the image or size, which the
+        simulator follows): every instance's latestModelApplied turns false until it
+        is updated ("Add/remove extensions" is a model change instances pick up on
+        upgrade: MicrosoftDocs azure-compute-docs virtual-machine-scale-sets-upgrade-
+        policy.md; latestModelApplied: "whether the latest model has been applied",
+        SDK VirtualMachineScaleSetVMProperties)."""
+        self.profile_gen += 1
+        self._bumping = True
+        try:
+            for iid in list(self.ss.instances):
+                self.ss.set_latest(iid, False)
+        finally:
+            self._bumping = False
 
     def _new_operation(
         self, kind: str, request: Request, wait: str, instance_ids: Iterable[str] = ()
@@ -395,6 +451,11 @@ class OperationsMixin(EmulatorState):
             self.created_at.pop(iid, None)
         else:
             self.created_at.setdefault(iid, self.env.now)
+            if inst.provisioning in _UPGRADING and not self._bumping:
+                self.applied_gen[iid] = self.profile_gen  # it applies the current model
+            elif inst.latest_model_applied and self.applied_gen.get(iid, 0) < self.profile_gen:
+                self.ss.set_latest(iid, False)  # this hook runs again for the new state
+                return
         if hasattr(self, "history"):  # not while the scale set is being built
             self.history.append(
                 {
@@ -411,6 +472,9 @@ class OperationsMixin(EmulatorState):
             return
         for op_id in list(waiting):
             op = self.operations[op_id]
+            if op.keep is not None and not op.chosen and inst is not None:
+                self._overprovisioned(op, iid, inst)
+                continue  # nothing of the group settles before the extras are chosen
             settled = (
                 inst is None
                 or (op.wait == "provision" and inst.provisioning not in _UPGRADING)
@@ -433,6 +497,38 @@ class OperationsMixin(EmulatorState):
             self._maybe_finish(op)
         if not waiting:
             self._waiting.pop(iid, None)
+
+    def _overprovisioned(self, op: Operation, iid: str, inst: Instance) -> None:
+        """Follow an overprovisioned scale-out: once as many instances as were asked
+        for are provisioned (or every one of the group has settled), the others are
+        deleted, and the operation ends when they are gone."""
+        if inst.provisioning is ProvisioningState.SUCCEEDED and iid not in op.provisioned:
+            op.provisioned.append(iid)
+        settled = all(
+            i not in self.ss.instances or self.ss.instances[i].provisioning not in _UPGRADING
+            for i in op.group
+        )
+        if len(op.provisioned) < (op.keep or 0) and not settled:
+            return
+        op.chosen = True
+        keep = op.provisioned[: op.keep]
+        keep += [i for i in op.group if i not in keep and i in self.ss.instances][
+            : (op.keep or 0) - len(keep)
+        ]
+        op.extras = {i for i in op.group if i not in keep}
+
+        def choose() -> Generator[Any, Any, None]:
+            yield self.env.timeout(0)  # not inside the scale set's change hook
+            for kept in keep:
+                if kept in op.waiting:
+                    op.waiting.discard(kept)
+                    self._waiting.get(kept, set()).discard(op.id)
+            self.ss.begin_delete(sorted(op.extras, key=instance_sort_key), DELETE_SECONDS)
+            for extra in op.extras - set(self.ss.instances):
+                op.waiting.discard(extra)  # already gone
+            self._maybe_finish(op)
+
+        self.env.process(choose())
 
     def _maybe_finish(self, op: Operation) -> None:
         if op.done or op.waiting or op.wait in ("rolling", "delay"):

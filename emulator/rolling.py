@@ -109,7 +109,18 @@ class RollingMixin(OperationsMixin):
         # the platform's rolling upgrade leaves protected instances alone ("...unless
         # the Virtual Machine Scale Set has some unprotected instances...", the
         # osRollingUpgrade refusal quoted in terraform-provider-azurerm PR #12590)
-        instances = [i for i in every if i.instance_id not in self.ss.protected]
+        # Instances that run the image and size but not the whole current model (an
+        # extension came since) are still to do: the engine compares image and size
+        # only, so they go in with no model. The changes queued so far are dropped:
+        # this run starts from the list it is given.
+        self.ss.poll()
+        instances = [
+            i
+            if self.applied_gen.get(i.instance_id, 0) >= self.profile_gen
+            else i.evolve(model=None)
+            for i in every
+            if i.instance_id not in self.ss.protected
+        ]
         rollout = Rollout(
             self.ss.model,
             self.ss.model,
@@ -132,6 +143,13 @@ class RollingMixin(OperationsMixin):
         code = run.code()
         error = run.error()
         carried: list[Operation] = []
+        if code == "Completed":
+            # the run brought every (unprotected) instance to the whole current model,
+            # extensions and all, not only the image and size the engine compares
+            for iid, inst in list(self.ss.instances.items()):
+                if iid not in self.ss.protected and inst.model == self.ss.model:
+                    self.applied_gen[iid] = self.profile_gen
+                    self.ss.set_latest(iid, True)
         for op in run.operations:
             if code == "Completed":
                 self._finish_operation(op, "Succeeded", None)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from ..backends import armjson
@@ -23,6 +25,7 @@ from .base import (
     _UPGRADING,
     DELETE_SECONDS,
     MODEL_UPDATE_SECONDS,
+    OVERPROVISION_FRACTION,
     VMSS_TYPE,
     ArmError,
     Request,
@@ -40,6 +43,17 @@ from .base import (
 from .instances import InstancesMixin
 from .operations import Operation, conflict
 from .rolling import _DEFAULT_ROLLING
+
+
+def _instance_profile(doc: Mapping[str, Any]) -> Any:
+    """The per-instance model but its image (which the simulator follows itself)."""
+    profile = copy.deepcopy(_get(doc, "properties", "virtualMachineProfile"))
+    storage = _get(profile, "storageProfile")
+    if isinstance(storage, dict):
+        storage.pop("imageReference", None)
+        if isinstance(storage.get("osDisk"), dict):
+            storage["osDisk"].pop("image", None)
+    return profile
 
 
 class ScaleSetsMixin(InstancesMixin):
@@ -102,7 +116,9 @@ class ScaleSetsMixin(InstancesMixin):
             "properties": {
                 "singlePlacementGroup": True,
                 "orchestrationMode": "Uniform",
-                "overprovision": False,
+                # on by default for Uniform sets (az vmss create --disable-overprovision;
+                # MicrosoftDocs azure-compute-docs virtual-machine-scale-sets-design-overview)
+                "overprovision": self.overprovision_default,
                 "doNotRunExtensionsOnOverprovisionedVMs": False,
                 "platformFaultDomainCount": self.ss.fault_domains,
                 "upgradePolicy": {
@@ -268,6 +284,8 @@ class ScaleSetsMixin(InstancesMixin):
             UpgradeMode.AUTOMATIC if mode is UpgradeMode.AUTOMATIC else UpgradeMode.MANUAL
         )
         model_changed = model != self.ss.model
+        if _instance_profile(old_doc) != _instance_profile(new_doc):
+            self._new_profile()
         if model_changed:
             if model not in self._models_seen:
                 self._models_seen.append(model)
@@ -420,8 +438,11 @@ class ScaleSetsMixin(InstancesMixin):
         """Scale out (``op`` then waits for the new instances to be provisioned) or in
         (for the removed ones to be deleted)."""
         before = set(self.ss.instances)
+        extra = 0
         if new > old:
-            self.ss.add_instances(new - old)
+            if _boolean(_get(self.doc, "properties", "overprovision") or False, "overprovision"):
+                extra = math.ceil((new - old) * OVERPROVISION_FRACTION)
+            self.ss.add_instances(new - old + extra)
         else:
             # scale-in takes the highest ids, never protected instances (either kind
             # protects from scale-in: instance-protection doc)
@@ -438,6 +459,11 @@ class ScaleSetsMixin(InstancesMixin):
             self._waiting.setdefault(iid, set()).add(op.id)
         if new < old:
             op.extras = changed  # "scale" waits for extras to be gone
+        elif extra:
+            # overprovisioned: the first (new - old) to be provisioned stay, the others
+            # are deleted then (operations.py _overprovisioned)
+            op.keep = new - old
+            op.group = sorted(changed, key=instance_sort_key)
 
     def _updating(self) -> bool:
         """The scale set reports provisioningState Updating while a write to it is in

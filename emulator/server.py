@@ -304,6 +304,7 @@ class EmulatorConfig:
     time_scale: float = 60.0
     page_size: int = DEFAULT_PAGE_SIZE
     health_extension: bool = True
+    overprovision: bool = True
     faults: Faults | None = None
     subscription: str = DEFAULT_SUBSCRIPTION
     resource_group: str = DEFAULT_RESOURCE_GROUP
@@ -380,6 +381,7 @@ def serve(config: EmulatorConfig, *, out: TextIO | None = None, err: TextIO | No
         location=config.location,
         page_size=config.page_size,
         health_extension=config.health_extension,
+        overprovision=config.overprovision,
         faults=config.faults,
     )
     server = uvicorn.Server(

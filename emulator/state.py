@@ -43,12 +43,16 @@ class EmulatorState:
     location: str
     page_size: int
     health_extension: bool
+    overprovision_default: bool
     epoch: datetime
     identity_secret: str
     seed: int
     env: simpy.Environment
     ss: EmulatedScaleSet
     created_at: dict[str, float]
+    profile_gen: int
+    applied_gen: dict[str, int]
+    _bumping: bool
     #: instance id -> protectionPolicy (instances never given one are absent)
     protection: dict[str, dict[str, bool]]
     initial_model: ModelVersion

@@ -331,7 +331,7 @@ def test_gallery_image_and_vm_size_change_the_model() -> None:
 
 
 def test_capacity_scales_out_and_in() -> None:
-    e = Arm()
+    e = Arm(overprovision=False)
     e.write("PATCH", e.vmss, {"sku": {"capacity": 12}})
     assert sorted(e.arm.ss.instances, key=int)[-2:] == ["10", "11"]
     e.write("PATCH", e.vmss, {"sku": {"capacity": 8}})
@@ -686,7 +686,7 @@ def test_deleting_instances_lowers_the_capacity_a_later_patch_keeps() -> None:
 
 
 def test_put_with_a_partial_body_leaves_the_rest_unchanged() -> None:
-    e = Arm()
+    e = Arm(overprovision=False)
     before = e.call("GET", e.vmss).body
     # az vmss scale --new-capacity 12: a PUT of only location and sku
     scaled = e.write("PUT", e.vmss, {"location": "westeurope", "sku": {"capacity": 12}})
@@ -716,7 +716,7 @@ def test_put_with_a_partial_body_leaves_the_rest_unchanged() -> None:
 
 
 def test_numbers_and_booleans_as_json_strings() -> None:
-    e = Arm()
+    e = Arm(overprovision=False)
     body = {
         "sku": {"capacity": "12"},
         "properties": {
@@ -933,12 +933,30 @@ def test_a_rolling_model_write_lasts_the_platform_upgrade_and_fails_with_its_cod
 
 
 def test_a_scale_out_write_ends_once_the_new_instances_are_provisioned() -> None:
-    e = Arm()
+    e = Arm(overprovision=False)
     write = e.call("PATCH", e.vmss, {"sku": {"capacity": 12}})
     e.at(30)
     assert e.operation(write)["status"] == "InProgress"
     e.at(61)
     assert e.operation(write)["status"] == "Succeeded"
+
+
+def test_overprovisioning_creates_extras_and_deletes_them_before_the_write_ends() -> None:
+    e = Arm()
+    assert e.call("GET", e.vmss).body["properties"]["overprovision"] is True
+    write = e.call("PATCH", e.vmss, {"sku": {"capacity": 15}})
+    # 5 asked for, 1 extra (20%, rounded up): all six are listed while they are created
+    assert sorted(e.arm.ss.instances, key=int)[10:] == ["10", "11", "12", "13", "14", "15"]
+    assert e.call("GET", e.vmss).body["sku"]["capacity"] == 15
+    e.at(61)  # the first five provisioned stay; the extra is being deleted
+    assert e.arm.ss.instances["15"].provisioning is ProvisioningState.DELETING
+    assert e.operation(write)["status"] == "InProgress"
+    e.at(92)
+    assert e.operation(write)["status"] == "Succeeded"
+    assert sorted(e.arm.ss.instances, key=int) == [str(i) for i in range(15)]
+    # the knob: the property itself
+    e.write("PATCH", e.vmss, {"properties": {"overprovision": False}, "sku": {"capacity": 17}})
+    assert sorted(e.arm.ss.instances, key=int)[15:] == ["16", "17"]
 
 
 def test_scale_set_state_reflects_instances_updating() -> None:
@@ -1003,3 +1021,94 @@ def test_conflict_rate_answers_writes_409() -> None:
     assert e.arm.ss.instances["0"].provisioning is ProvisioningState.SUCCEEDED
     e.arm.set_faults(e.arm.faults.with_changes({"conflict_rate": 0.0}))
     assert e.call("POST", f"{e.vmss}/manualupgrade", {"instanceIds": ["0"]}).status == 202
+
+
+# ------------------------------------------------------- issue 9: latestModelApplied and drift
+
+EXTENSION = {
+    "name": "AzurePolicyLinux",
+    "properties": {
+        "publisher": "Microsoft.GuestConfiguration",
+        "type": "ConfigurationForLinux",
+        "typeHandlerVersion": "1.0",
+    },
+}
+
+
+def latest(e: Arm) -> dict[str, bool]:
+    return {i: x.latest_model_applied for i, x in e.arm.ss.instances.items()}
+
+
+def test_latest_model_applied_turns_false_on_any_instance_model_change_not_tags() -> None:
+    e = Arm()
+    patch_version(e, "2.0.0")
+    e.at(10)
+    e.call("POST", f"{e.vmss}/manualupgrade", {"instanceIds": ["0"]})
+    e.at(100)
+    assert latest(e)["0"] is True and latest(e)["1"] is False
+    etag = e.call("GET", e.vmss).body["etag"]
+    e.write("PATCH", e.vmss, {"tags": {"owner": "web"}})
+    assert latest(e)["0"] is True
+    extensions = e.call("GET", e.vmss).body["properties"]["virtualMachineProfile"][
+        "extensionProfile"
+    ]["extensions"]
+    body = {
+        "properties": {
+            "virtualMachineProfile": {"extensionProfile": {"extensions": [*extensions, EXTENSION]}}
+        }
+    }
+    e.write("PATCH", e.vmss, body)
+    assert not any(latest(e).values())
+    assert e.call("GET", e.vmss).body["etag"] != etag
+    listed = e.call(
+        "GET",
+        f"{e.vmss}/virtualMachines",
+        query={"$filter": "properties/latestModelApplied eq true"},
+    )
+    assert listed.body["value"] == []
+    # the image is unchanged: instance 0 still runs it; an upgrade applies the new model
+    assert e.arm.ss.instances["0"].model == e.arm.ss.model
+    e.call("POST", f"{e.vmss}/manualupgrade", {"instanceIds": ["0"]})
+    e.at(300)
+    assert latest(e)["0"] is True and latest(e)["1"] is False
+
+
+def test_the_concurrent_change_can_add_an_extension() -> None:
+    e = Arm(faults=Faults(concurrent_change_after=1, concurrent_change_kind="extension"))
+    patch_version(e, "2.0.0")
+    e.at(10)
+    e.call("POST", f"{e.vmss}/manualupgrade", {"instanceIds": ["0"]})
+    names = [
+        x["name"]
+        for x in e.call("GET", e.vmss).body["properties"]["virtualMachineProfile"][
+            "extensionProfile"
+        ]["extensions"]
+    ]
+    assert any(n.startswith("MDE.Linux") for n in names)
+    e.at(200)
+    # instance 0 finished on the image, but its upgrade began before the extension came
+    assert e.arm.ss.instances["0"].model == e.arm.ss.model
+    assert not any(latest(e).values())
+    with pytest.raises(InputError, match=r"^concurrent_change_kind"):
+        Faults(concurrent_change_kind="disks")
+
+
+def test_the_platform_rolling_upgrade_applies_an_extension_change() -> None:
+    e = Arm(scenario=scenario(upgrade_policy="Rolling"))
+    extensions = e.call("GET", e.vmss).body["properties"]["virtualMachineProfile"][
+        "extensionProfile"
+    ]["extensions"]
+    body = {
+        "properties": {
+            "virtualMachineProfile": {"extensionProfile": {"extensions": [*extensions, EXTENSION]}}
+        }
+    }
+    write = e.call("PATCH", e.vmss, body)
+    assert not any(latest(e).values())
+    e.at(100)  # batch by batch, each instance updated (not merely relabelled)
+    assert e.operation(write)["status"] == "InProgress"
+    assert 0 < sum(latest(e).values()) < 10
+    e.at(3000)
+    assert e.operation(write)["status"] == "Succeeded"
+    assert all(latest(e).values())
+    assert sum(len(ids) for _, op, ids in e.arm.ss.requests if op == "upgrade") == 10
