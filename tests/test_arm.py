@@ -1035,6 +1035,15 @@ EXTENSION = {
 }
 
 
+def with_extension(e: Arm) -> dict[str, Any]:
+    """A PATCH body adding EXTENSION to the scale set's extensions."""
+    extensions = e.call("GET", e.vmss).body["properties"]["virtualMachineProfile"][
+        "extensionProfile"
+    ]["extensions"]
+    profile = {"extensionProfile": {"extensions": [*extensions, EXTENSION]}}
+    return {"properties": {"virtualMachineProfile": profile}}
+
+
 def latest(e: Arm) -> dict[str, bool]:
     return {i: x.latest_model_applied for i, x in e.arm.ss.instances.items()}
 
