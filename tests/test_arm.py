@@ -1058,14 +1058,7 @@ def test_latest_model_applied_turns_false_on_any_instance_model_change_not_tags(
     etag = e.call("GET", e.vmss).body["etag"]
     e.write("PATCH", e.vmss, {"tags": {"owner": "web"}})
     assert latest(e)["0"] is True
-    extensions = e.call("GET", e.vmss).body["properties"]["virtualMachineProfile"][
-        "extensionProfile"
-    ]["extensions"]
-    body = {
-        "properties": {
-            "virtualMachineProfile": {"extensionProfile": {"extensions": [*extensions, EXTENSION]}}
-        }
-    }
+    body = with_extension(e)
     e.write("PATCH", e.vmss, body)
     assert not any(latest(e).values())
     assert e.call("GET", e.vmss).body["etag"] != etag
@@ -1104,14 +1097,7 @@ def test_the_concurrent_change_can_add_an_extension() -> None:
 
 def test_the_platform_rolling_upgrade_applies_an_extension_change() -> None:
     e = Arm(scenario=scenario(upgrade_policy="Rolling"))
-    extensions = e.call("GET", e.vmss).body["properties"]["virtualMachineProfile"][
-        "extensionProfile"
-    ]["extensions"]
-    body = {
-        "properties": {
-            "virtualMachineProfile": {"extensionProfile": {"extensions": [*extensions, EXTENSION]}}
-        }
-    }
+    body = with_extension(e)
     write = e.call("PATCH", e.vmss, body)
     assert not any(latest(e).values())
     e.at(100)  # batch by batch, each instance updated (not merely relabelled)
