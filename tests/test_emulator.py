@@ -391,3 +391,88 @@ def test_fault_knobs_are_validated(emulator: dict[str, Any]) -> None:
     assert response.json()["error"]["message"].startswith("throttle_rate:")
     current = requests.get(url, verify=emulator["ca_cert"], timeout=10).json()
     assert current["throttle_rate"] == 0.0 and current["lro_retry_after"] == 0.1
+
+
+# ------------------------------------------------------------ issue 9: Azure as it really behaves
+
+
+def test_a_model_update_is_long_running_and_the_sdk_follows_it(
+    client: ComputeManagementClient, emulator: dict[str, Any]
+) -> None:
+    _, version = next_version(client)
+    admin(emulator, "reset-counts")
+    poller = client.virtual_machine_scale_sets.begin_update(RG, NAME, image_patch(version))
+    vmss = poller.result(timeout=15)
+    assert poller.status() == "Succeeded"
+    assert vmss.virtual_machine_profile.storage_profile.image_reference.version == version
+    operations = [e["operation"] for e in admin(emulator, "requests")["log"]]
+    # ARMPolling followed Azure-AsyncOperation, then read the scale set again
+    assert operations[0] == "vmss.patch"
+    assert "operations.status" in operations[1:]
+    assert operations[-1] == "vmss.get"
+
+
+def test_conflicts_reach_the_sdk_as_409(
+    client: ComputeManagementClient, emulator: dict[str, Any]
+) -> None:
+    admin(emulator, "faults", {"conflict_rate": 1.0})
+    try:
+        with pytest.raises(HttpResponseError) as info:
+            client.virtual_machine_scale_sets.begin_update_instances(
+                RG, NAME, {"instanceIds": ["0"]}, polling=False
+            )
+    finally:
+        admin(emulator, "faults", {"conflict_rate": 0.0})
+    assert info.value.status_code == 409
+    assert info.value.error.code == "Conflict"
+    assert "conflict with a concurrent request" in info.value.error.message
+
+
+def test_protection_set_through_the_sdk_refuses_scale_set_actions(
+    client: ComputeManagementClient,
+) -> None:
+    protect = {"protectFromScaleIn": True, "protectFromScaleSetActions": True}
+    vm = client.virtual_machine_scale_set_vms.begin_update(
+        RG, NAME, "3", {"properties": {"protectionPolicy": protect}}
+    ).result(timeout=15)
+    assert vm.protection_policy.protect_from_scale_set_actions is True
+    try:
+        with pytest.raises(HttpResponseError) as info:
+            client.virtual_machine_scale_sets.begin_update_instances(
+                RG, NAME, {"instanceIds": ["2", "3"]}
+            )
+        assert info.value.status_code == 400
+        assert info.value.error.message.endswith(
+            "The following instance ids are protected from scale set action: 3."
+        )
+    finally:
+        client.virtual_machine_scale_set_vms.begin_update(
+            RG,
+            NAME,
+            "3",
+            {"properties": {"protectionPolicy": {"protectFromScaleSetActions": False}}},
+        ).result(timeout=15)
+
+
+def test_under_policy_rolling_the_model_update_lasts_the_platform_upgrade_and_fails_with_it(
+    client: ComputeManagementClient, emulator: dict[str, Any]
+) -> None:
+    """Last in the module: it switches the shared scale set to Rolling and a bad
+    image, and back."""
+    _, version = next_version(client)
+    client.virtual_machine_scale_sets.begin_update(
+        RG, NAME, {"properties": {"upgradePolicy": {"mode": "Rolling"}}}
+    ).result(timeout=15)
+    admin(emulator, "faults", {"bad_image": True})
+    try:
+        poller = client.virtual_machine_scale_sets.begin_update(RG, NAME, image_patch(version))
+        with pytest.raises(HttpResponseError) as info:
+            poller.result(timeout=30)
+        assert "MaxUnhealthy" in str(info.value)
+        latest = client.virtual_machine_scale_set_rolling_upgrades.get_latest(RG, NAME)
+        assert latest.running_status.code == "Faulted"
+    finally:
+        admin(emulator, "faults", {"bad_image": False})
+        client.virtual_machine_scale_sets.begin_update(
+            RG, NAME, {"properties": {"upgradePolicy": {"mode": "Manual"}}}
+        ).result(timeout=30)
