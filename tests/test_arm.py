@@ -756,6 +756,14 @@ def test_gallery_image_ids_are_stored_in_their_own_field(field: str, gallery_id:
     stored = doc["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"]
     assert stored == {field: gallery_id}
     assert e.arm.ss.model.image.id == gallery_id
+    # ARM resource ids compare without case: the same id in other casing is no model change
+    e.call("POST", f"{e.vmss}/manualupgrade", {"instanceIds": ["0"]})
+    e.at(e.clock.t + 100)
+    assert e.arm.ss.instances["0"].latest_model_applied
+    ref = {**ref, field: gallery_id.upper()}
+    body = {"properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": ref}}}}
+    e.write("PATCH", e.vmss, body)
+    assert e.arm.ss.instances["0"].latest_model_applied
     # back to a platform image: the id goes
     patch_version(e, "3.0.0")
     platform = {
