@@ -5,9 +5,15 @@ Framework-free (no HTTP server here): :meth:`ArmEmulator.handle` takes a
 :class:`Request` and returns a :class:`Response`; ``server.py`` serves it
 over HTTPS. Everything the real azure-mgmt-compute SDK needs is here: JSON
 documents shaped like Azure's, ARM errors (``{"error": {"code", "message"}}``),
-long-running operations (202 + ``Azure-AsyncOperation`` + ``Location`` +
-``Retry-After``), ETag / If-Match, paging with ``nextLink``, bearer tokens,
-injected faults and a request log.
+long-running operations (actions: 202 with ``Azure-AsyncOperation``,
+``Location`` and ``Retry-After``; scale-set PUT/PATCH: 200 with
+``provisioningState: Updating`` and ``Azure-AsyncOperation``), ETag /
+If-Match, paging with ``nextLink``, bearer tokens, injected faults and a
+request log. Where Azure is awkward the emulator is too (README, "Azure
+behaviours the emulator reproduces"): overlapping writes get 409, later
+operations supersede earlier ones, deleted instances linger as Deleting,
+protected instances refuse scale-set actions, scale-outs overprovision, any
+per-instance model change turns latestModelApplied false.
 
 Time: simulated time is wall time since start times ``time_scale``. Before a
 request is handled the SimPy environment is run up to that time (lazily: it
@@ -15,11 +21,11 @@ only moves when someone looks), so a run is deterministic given the times of
 the requests.
 
 Upgrade policy: ``Manual`` leaves instances alone; ``Automatic`` is the
-simulator's (every instance at once on a model change); ``Rolling`` runs the
-platform's rolling upgrade with vmss-rollout's own engine and the
-``azure-rolling`` strategy built from the stored ``rollingUpgradePolicy``, on
-the same SimPy environment, so the platform and the simulator agree by
-construction.
+simulator's (every unprotected instance at once on a model change);
+``Rolling`` runs the platform's rolling upgrade with vmss-rollout's own engine
+and the ``azure-rolling`` strategy built from the stored
+``rollingUpgradePolicy``, on the same SimPy environment, so the platform and
+the simulator agree by construction.
 """
 
 from __future__ import annotations
