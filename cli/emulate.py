@@ -149,7 +149,7 @@ def emulate(
             help="Instances protected from scale-set actions (comma-separated ids): their "
             "protectionPolicy says so, scale-set actions naming them are refused and the "
             "platform's upgrades skip them. Default: the scenario's "
-            "[scale_set] protected_instances.",
+            "\\[scale_set] protected_instances.",
             show_default=False,
             rich_help_panel=SERVER_PANEL,
         ),
