@@ -419,15 +419,25 @@ class AzureBackend:
         """One paged list: the instances that changed since the last poll (an
         instance protected meanwhile leaves the engine's view like a deleted one).
 
-        Then the operations started here that are still running are asked for
-        their status (one GET each): an upgrade superseded by a later operation
-        (Canceled) is sent again for the instances it did not start; while a
-        scale-out of an overprovisioned set runs, instances that appeared during
-        it are not reported, since the platform deletes the extras before the
-        operation ends."""
-        current = {i.instance_id: i for i in self._in_scope(self.list_instances())}
-        if self._operations:
-            current = self._follow_operations(current)
+        Before the list, the operations started here that still run are asked
+        for their status (one GET each): an upgrade superseded by a later
+        operation (Canceled) is sent again for the instances it did not start;
+        while a scale-out of an overprovisioned set runs, instances that appeared
+        during it are not reported (the platform deletes the extras before the
+        operation ends), nor are new instances already being deleted."""
+        # the operations first: one seen ended before the list is reflected in it
+        scaling, canceled = self._operations_ended()
+        current = {
+            i.instance_id: i
+            for i in self._in_scope(self.list_instances())
+            # an instance first seen while being deleted (an overprovisioned extra
+            # the platform is removing) never was one of ours
+            if i.instance_id in self._known or i.provisioning is not ProvisioningState.DELETING
+        }
+        if scaling:
+            current = {iid: inst for iid, inst in current.items() if iid in self._known}
+        for op in canceled:
+            self._resend_superseded(op, current)
         changed = [inst for iid, inst in current.items() if self._known.get(iid) != inst]
         deleted = [iid for iid in self._known if iid not in current]
         self._known = current
@@ -485,8 +495,11 @@ class AzureBackend:
             self.vmss_json = result.as_dict()
         return self.vmss_json.get("etag")
 
-    def _follow_operations(self, current: dict[str, Instance]) -> dict[str, Instance]:
+    def _operations_ended(self) -> tuple[bool, list[_Operation]]:
+        """Ask each operation still followed for its status: whether a scale-out
+        is still running, and the upgrades that ended Canceled."""
         scaling = False
+        canceled = []
         for op in list(self._operations):
             status = self._operation_status(op.url)
             if status in ("", "inprogress", "accepted", "running", "updating"):
@@ -494,21 +507,23 @@ class AzureBackend:
                 continue
             self._operations.remove(op)
             if status == "canceled" and op.verb in _UPGRADE_VERBS:
-                # superseded by a later operation ("CanceledAndSupersededDueToAnother
-                # Operation": cloud-provider-azure OperationCanceledErrorMessage): the
-                # instances it did not get to are asked again, once each
-                model = armjson.scale_set_model(self.vmss_json) if self.vmss_json else None
-                again = [
-                    iid
-                    for iid in op.ids
-                    if iid in current and not _started(op.verb, current[iid], False, model)
-                ]
-                if again:
-                    self.retries["superseded"] += 1
-                    self._instance_action(op.verb, again)
-        if scaling:
-            current = {iid: inst for iid, inst in current.items() if iid in self._known}
-        return current
+                canceled.append(op)
+        return scaling, canceled
+
+    def _resend_superseded(self, op: _Operation, current: dict[str, Instance]) -> None:
+        """An upgrade superseded by a later operation ("CanceledAndSupersededDue
+        ToAnotherOperation": cloud-provider-azure OperationCanceledErrorMessage) is
+        sent again to the instances it did not get to (still there, not updating,
+        not on the model)."""
+        model = armjson.scale_set_model(self.vmss_json) if self.vmss_json else None
+        again = [
+            iid
+            for iid in op.ids
+            if iid in current and not _started(op.verb, current[iid], False, model)
+        ]
+        if again:
+            self.retries["superseded"] += 1
+            self._instance_action(op.verb, again)
 
     def _operation_status(self, url: str) -> str:
         """The status of a long-running operation (Azure-AsyncOperation), lower

@@ -211,3 +211,94 @@ def test_a_refusal_naming_protected_instances_is_not_an_unknown_instance(
         (202, ["2", "4"]),
     ]
     assert sleeps == []  # nothing to wait for: the server did nothing
+
+
+# --------------------------------------------------------------------------- 409 Conflict
+
+
+@pytest.fixture
+def conflicting(tmp_path: Path) -> Iterator[Emulated]:
+    """Overlapping writes refused with 409 Conflict on a third of the writes."""
+    yield from _start(tmp_path, SCENARIO.format(instances=N), "--conflict-rate", "0.3")
+
+
+def test_409_conflicts_are_retried_and_no_instance_is_asked_twice(conflicting: Emulated) -> None:
+    emu = conflicting
+    emu.admin("reset-counts", {})
+    result, data = emu.upgrade("--strategy", "batch:size=2")
+    assert result.returncode == 0, result.stderr
+    assert data["completed"] and data["upgraded"] == N
+    log = emu.admin("requests")["log"]
+    assert any(e["status"] == 409 for e in log), "the emulator refused nothing"
+    assert emu.upgrade_requests() == {str(i): 1 for i in range(N)}
+
+
+# --------------------------------------------------------------------------- overprovisioning
+
+
+@pytest.fixture
+def uneven(tmp_path: Path) -> Iterator[Emulated]:
+    """Instances take 20 s to 5 min to provision: the extras an overprovisioned
+    scale-out deletes are not always the highest ids."""
+    text = SCENARIO.format(instances=N).replace(
+        'upgrade = "fixed(60s)"', 'upgrade = "uniform(20s, 300s)"'
+    )
+    yield from _start(tmp_path, text)
+
+
+def test_overprovisioned_extras_are_never_taken_for_surge_replacements(uneven: Emulated) -> None:
+    emu = uneven
+    with emu.sdk() as client:
+        vmss = client.virtual_machine_scale_sets.get(RG, emu.name).as_dict()
+    assert vmss["properties"]["overprovision"] is True  # Azure's default for Uniform sets
+    result, data = emu.upgrade("--strategy", "surge:max-surge=2")
+    assert result.returncode == 0, result.stderr
+    assert data["completed"] and data["upgraded"] == N and data["failed"] == 0, emu.outputs[-1]
+    state = emu.state()["instances"]
+    assert len(state) == N  # as many as before: every old one replaced, extras gone
+    target = f":{emu.version}.0.0 ("
+    assert all(target in i["model"] and i["health"] == "healthy" for i in state.values())
+    rollout = data["rollout"]["id"]
+    with Journal(emu.journal) as journal:
+        outcomes = journal.instance_outcomes(rollout)
+    assert "gone" not in outcomes.values(), outcomes
+
+
+# --------------------------------------------------------------------------- marked for deletion
+
+
+@pytest.fixture
+def slow_deletes(tmp_path: Path) -> Iterator[Emulated]:
+    """Simulated time x60: a delete lasts half a second of wall-clock time."""
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(SCENARIO.format(instances=N))
+    with emulator_process(
+        scenario, tmp_path, "--time-scale", "60", "--retry-after", "0.05"
+    ) as info:
+        yield Emulated(info, tmp_path, scenario)
+
+
+def test_an_instance_marked_for_deletion_counts_as_gone(slow_deletes: Emulated) -> None:
+    """An action naming an instance being deleted gets 409 OperationNotAllowed
+    ("... since the VM is marked for deletion"): the instance is dropped like a
+    deleted one and the rest is sent at once, not taken for a fatal error."""
+    from vmss_rollout.backends.azure import AzureBackend
+    from vmss_rollout.engine.target import target_model
+
+    emu = slow_deletes
+    sleeps: list[float] = []
+    with emu.sdk() as client:
+        backend = AzureBackend(client, RG, emu.name, sleep=sleeps.append)
+        scale_set, _ = backend.read()
+        backend.update_model(target_model(scale_set.model, image_version="2.0.0"), None)
+        client.virtual_machine_scale_sets.begin_delete_instances(
+            RG, emu.name, {"instanceIds": ["5"]}, polling=False
+        )
+        emu.admin("reset-counts", {})
+        backend.start_upgrade(["4", "5"])
+    log = [e for e in emu.admin("requests")["log"] if e["operation"].endswith("manualupgrade")]
+    assert [(e["status"], sorted(e.get("instance_ids") or [])) for e in log] == [
+        (409, ["4", "5"]),
+        (202, ["4"]),
+    ]
+    assert sleeps == []
