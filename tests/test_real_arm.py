@@ -233,6 +233,78 @@ def test_409_conflicts_are_retried_and_no_instance_is_asked_twice(conflicting: E
     assert emu.upgrade_requests() == {str(i): 1 for i in range(N)}
 
 
+# --------------------------------------------------------------------------- model drift
+
+
+@pytest.fixture
+def manual(tmp_path: Path) -> Iterator[Emulated]:
+    yield from _start(tmp_path, SCENARIO.format(instances=N))
+
+
+def _add_extension(emu: Emulated, name: str) -> None:
+    """A model change that is not the image or size (as Azure Policy or Defender
+    adding an extension to the scale set)."""
+    from azure.mgmt.compute.models import VirtualMachineScaleSetUpdate
+
+    extension = {
+        "name": name,
+        "properties": {
+            "publisher": "Microsoft.Azure.Security.Monitoring",
+            "type": "AzureSecurityLinuxAgent",
+            "typeHandlerVersion": "2.0",
+        },
+    }
+    with emu.sdk() as client:
+        vmss = client.virtual_machine_scale_sets.get(RG, emu.name).as_dict()
+        profile = vmss["properties"]["virtualMachineProfile"]
+        extensions = (profile.get("extensionProfile") or {}).get("extensions") or []
+        body = {
+            "properties": {
+                "virtualMachineProfile": {
+                    "extensionProfile": {"extensions": [*extensions, extension]}
+                }
+            }
+        }
+        client.virtual_machine_scale_sets.begin_update(
+            RG, emu.name, VirtualMachineScaleSetUpdate(body)
+        ).result()
+
+
+def test_model_drift_neither_re_upgrades_nor_stalls(manual: Emulated) -> None:
+    """An extension added to the model turns latestModelApplied false on every
+    instance (Azure: any model change the instance has not picked up); instances
+    on the target image and size are still done."""
+    emu = manual
+    first, data = emu.upgrade("--strategy", "batch:size=5")
+    assert first.returncode == 0 and data["completed"], first.stderr
+    _add_extension(emu, "defender")
+    state = emu.state()["instances"]
+    assert not any(i["latest_model_applied"] for i in state.values())  # Azure's drift
+    emu.admin("reset-counts", {})
+    again = emu.cli(
+        "upgrade",
+        "-g",
+        RG,
+        "-n",
+        emu.name,
+        "--image-version",
+        f"{emu.version}.0.0",
+        "-s",
+        "batch:size=5",
+        "--yes",
+        "--json",
+    )
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["noop"] is True
+    assert emu.writes() == 0
+    # drift in the middle of a rollout: nothing is upgraded twice, it completes
+    emu.faults(concurrent_change_after=3, concurrent_change_kind="extension")
+    mid, data = emu.upgrade("--strategy", "batch:size=2")
+    emu.faults(concurrent_change_after=None)
+    assert mid.returncode == 0 and data["completed"] and data["upgraded"] == N, mid.stderr
+    assert max(emu.upgrade_requests().values()) == 1
+
+
 # --------------------------------------------------------------------------- overprovisioning
 
 
