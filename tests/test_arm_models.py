@@ -278,17 +278,26 @@ def test_a_model_update_its_operation_and_the_rolling_upgrade_read_as_the_sdk_mo
     patched = arm.call("PATCH", arm.base, body)
     # the PATCH answer is what begin_update returns: a scale set too
     check(models.VirtualMachineScaleSet, patched.json(), SCALE_SET)
-    status_url = patched.headers.get("Azure-AsyncOperation")
-    if status_url:  # a long-running operation (Rolling mode): its status document
-        operation = arm.call("GET", status_url).json()
-        assert missing(operation, OPERATION) == [], operation
-        assert operation["status"] in ("InProgress", *TERMINAL)
-        if operation["status"] in TERMINAL:
-            assert operation.get("endTime"), operation
+    # VirtualMachineScaleSets_Update is x-ms-long-running-operation: its status
+    # document, in progress while the platform's rolling upgrade runs, then done
+    status_url = patched.headers["Azure-AsyncOperation"]
     latest = arm.get("/rollingUpgrades/latest")
     run = check(models.RollingUpgradeStatusInfo, latest, ROLLING_STATUS)
     assert run.running_status.code in ("RollingForward", "Completed", "Faulted", "Cancelled")
     assert run.progress.pending_instance_count is not None
+    for _ in range(400):  # bounded: each poll moves simulated time (x600) on
+        operation = arm.call("GET", status_url).json()
+        assert missing(operation, OPERATION) == [], operation
+        assert operation["status"] in ("InProgress", *TERMINAL)
+        if operation["status"] in TERMINAL:
+            break
+    assert operation["status"] == "Succeeded", operation
+    assert operation.get("endTime"), operation
+    done = check(
+        models.RollingUpgradeStatusInfo, arm.get("/rollingUpgrades/latest"), ROLLING_STATUS
+    )
+    assert done.running_status.code == "Completed"
+    assert done.progress.successful_instance_count == 7
 
 
 def test_a_manual_upgrade_operation_status_reads_as_arm_documents_it(arm: Arm) -> None:
