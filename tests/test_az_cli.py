@@ -168,6 +168,9 @@ def test_an_operator_flow_with_the_azure_cli(emu: Emulated, tmp_path: Path) -> N
     summary = az("vmss", "get-instance-view", *base)
     counts = {s["code"]: s["count"] for s in summary["virtualMachine"]["statusesSummary"]}
     assert counts == {"ProvisioningState/succeeded": 6, "PowerState/running": 6}
+    skus = az("vmss", "list-skus", *base)
+    assert skus[0]["sku"]["name"] == vmss["sku"]["name"]
+    assert skus[0]["capacity"]["maximum"] == 100
 
     # 4. a new image version in the model: az GETs the scale set and PUTs it back
     # with an imageReference holding only the version
@@ -240,3 +243,51 @@ def test_an_operator_flow_with_the_azure_cli(emu: Emulated, tmp_path: Path) -> N
     printed = "\n".join(out + err for _, out, err in az.calls)
     assert emu.info["env"]["IDENTITY_HEADER"] not in printed
     assert TOKEN_PREFIX not in printed
+
+
+#: policy Rolling; 3 s of wall time per instance upgrade (6 batches of one)
+ROLLING = (
+    SCENARIO.replace("[timing]", 'upgrade_policy = "Rolling"\n[timing]')
+    .replace("seed = 11", "seed = 12")
+    .replace("fixed(3600s)", "fixed(1800s)")
+)
+
+
+@pytest.fixture(scope="module")
+def rolling(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulated]:
+    tmp = tmp_path_factory.mktemp("az-rolling")
+    scenario = tmp / "scenario.toml"
+    scenario.write_text(ROLLING)
+    with emulator_process(scenario, tmp, "--time-scale", "600", "--retry-after", "0.05") as info:
+        yield Emulated(info, tmp, scenario)
+
+
+def test_a_model_update_on_a_rolling_set_lasts_until_the_platform_upgrade_ends(
+    rolling: Emulated, tmp_path: Path
+) -> None:
+    """Policy Rolling: az's PUT is a long-running operation that lasts as long as
+    the platform's rolling upgrade; meanwhile the scale set says Updating."""
+    az = Az(rolling, tmp_path / "azure-config")
+    az("cloud", "register", "-n", CLOUD, "--endpoint-resource-manager", rolling.info["endpoint"])
+    az("cloud", "set", "-n", CLOUD)
+    az("login", "--identity")
+    base = ["-g", RG, "-n", rolling.name]
+    version = "3.0.0"
+    path = f"virtualMachineProfile.storageProfile.imageReference.version={version}"
+    az("vmss", "update", *base, "--set", path, "--no-wait")
+    updating = az("vmss", "show", *base)
+    assert updating["provisioningState"] == "Updating"
+    run = az("vmss", "rolling-upgrade", "get-latest", *base)
+    assert run["runningStatus"]["code"] == "RollingForward"
+    assert status(rolling)["upgrade_policy"] == "Rolling"
+
+    def finished() -> dict[str, Any] | None:
+        vmss = az("vmss", "show", *base)
+        return vmss if vmss["provisioningState"] == "Succeeded" else None
+
+    until(finished, "the model update's operation ended")
+    run = az("vmss", "rolling-upgrade", "get-latest", *base)
+    assert run["runningStatus"]["code"] == "Completed"
+    assert run["progress"]["successfulInstanceCount"] == 6
+    final = status(rolling)
+    assert all(i["state"] == "latest" and version in i["model"] for i in final["instances"])
