@@ -1007,7 +1007,10 @@ def instances(
         )
     interval = _poll_interval(poll_interval)
     backend = _backend(resource_group, name, subscription, arm_endpoint)
-    _, fleet = backend.read()
+    scale_set, fleet = backend.read()
+    from ..backends.upgrade import check_fault_domains
+
+    check_fault_domains(scale_set, "", scope)
     check_scope(scope, fleet)
     ids = [
         i.instance_id

@@ -79,6 +79,11 @@ def test_one_fault_domain_refuses_fault_domain_waves_and_filters(one_fd: Emulate
     )
     assert plan.returncode == 2
     _one_line_error(plan, "one fault domain")
+    power = emu.cli(
+        "instances", "power-off", "-g", RG, "-n", emu.name, "--only-fault-domains", "0", "--yes"
+    )
+    assert power.returncode == 2  # "fault domain 0" would be every instance
+    _one_line_error(power, "--only-fault-domains: scale set")
     assert emu.writes() == 0  # nothing changed
     # other strategies still run
     ok, data = emu.upgrade("--strategy", "update-domain")
