@@ -619,10 +619,18 @@ class AzureBackend:
         return dict(status.as_dict())
 
     def cancel_rolling_upgrade(self) -> None:
+        """Cancel the platform's rolling upgrade; one that ended meanwhile (409
+        OperationNotAllowed "There is no rolling upgrade in progress to cancel.",
+        as the Azure CLI shows it) is not an error."""
         with arm_errors(f"cancelling the rolling upgrade of {self.where}", changed=True):
-            self.client.virtual_machine_scale_set_rolling_upgrades.begin_cancel(
-                self.resource_group, self.name, polling=False
-            )
+            try:
+                self.client.virtual_machine_scale_set_rolling_upgrades.begin_cancel(
+                    self.resource_group, self.name, polling=False
+                )
+            except HttpResponseError as exc:
+                if exc.status_code == 409 and "no rolling upgrade" in _code_and_text(exc)[1]:
+                    return
+                raise
 
     def add_instances(self, count: int) -> None:
         """Surge: raise the capacity; new instances come up on the current model."""

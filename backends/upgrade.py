@@ -386,7 +386,9 @@ def follow_rolling(
         ):
             code = "completed"  # every instance on the target, no run needed
             break
-        if should_stop() and not cancelled:
+        if should_stop() and not cancelled and status:
+            # only once the platform's run for this change exists: before, there is
+            # nothing to cancel (Azure: 409 "no rolling upgrade in progress")
             cancelled = True
             backend.cancel_rolling_upgrade()
             emit(

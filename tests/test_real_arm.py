@@ -379,3 +379,27 @@ def test_an_instance_marked_for_deletion_counts_as_gone(slow_deletes: Emulated) 
         (202, ["4"]),
     ]
     assert sleeps == []
+
+
+def test_a_second_platform_rollout_follows_its_own_run_and_an_early_ctrl_c_waits_for_it(
+    rolling: Emulated,
+) -> None:
+    """rollingUpgrades/latest still shows the previous, finished run right after
+    the model PATCH: the rollout follows the run that starts after it; a Ctrl-C
+    before that run exists cancels it once it does."""
+    emu = rolling
+    first, data = emu.upgrade("--strategy", "azure-rolling")
+    assert first.returncode == 0 and data["completed"] and data["upgraded"] == N, first.stderr
+
+    def stop_at_once(line: str, proc: subprocess.Popen[str]) -> None:
+        if "model_updated" in line:
+            proc.send_signal(signal.SIGINT)
+
+    code, output = emu.watch_upgrade("--strategy", "azure-rolling", on_line=stop_at_once)
+    assert code == 130, output
+    assert "cancelled the platform's rolling upgrade" in output
+    with emu.sdk() as client:
+        latest = client.virtual_machine_scale_set_rolling_upgrades.get_latest(RG, emu.name)
+        assert latest.as_dict()["properties"]["runningStatus"]["code"] == "Cancelled"
+    target = f":{emu.version}.0.0 ("
+    assert not all(target in i["model"] for i in emu.state()["instances"].values())
