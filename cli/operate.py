@@ -333,7 +333,8 @@ def status(
     debug: Debug = False,
 ) -> None:
     """Show a scale set: its model, upgrade policy, health source, and a heat map
-    of instances by update domain x fault domain coloured by state."""
+    of instances by update domain x fault domain coloured by state (instances
+    protected from scale set actions are listed: no rollout includes them)."""
     backend = _backend(resource_group, name, subscription, arm_endpoint)
     scale_set, in_scope = backend.read()
     instances = sorted(
