@@ -403,3 +403,51 @@ def test_a_second_platform_rollout_follows_its_own_run_and_an_early_ctrl_c_waits
         assert latest.as_dict()["properties"]["runningStatus"]["code"] == "Cancelled"
     target = f":{emu.version}.0.0 ("
     assert not all(target in i["model"] for i in emu.state()["instances"].values())
+
+
+# --------------------------------------------------------------------------- gallery ids
+
+
+def test_a_direct_shared_gallery_image_is_upgraded_in_its_own_field(manual: Emulated) -> None:
+    """imageReference.sharedGalleryImageId round-trips: the new version is
+    written to that field (the other id kinds nulled), never to ``id``."""
+    from azure.mgmt.compute.models import VirtualMachineScaleSetUpdate
+
+    emu = manual
+    shared = "/SharedGalleries/0a1b2c-WEBIMAGES/Images/web/Versions/1.0.0"
+    ref = {
+        "publisher": None,
+        "offer": None,
+        "sku": None,
+        "version": None,
+        "id": None,
+        "sharedGalleryImageId": shared,
+    }
+    body = {"properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": ref}}}}
+    with emu.sdk() as client:
+        client.virtual_machine_scale_sets.begin_update(
+            RG, emu.name, VirtualMachineScaleSetUpdate(body)
+        ).result()
+        emu.cli("instances", "reimage", "-g", RG, "-n", emu.name, "--all", "--yes")
+        result = emu.cli(
+            "upgrade",
+            "-g",
+            RG,
+            "-n",
+            emu.name,
+            "--image-version",
+            "1.1.0",
+            "-s",
+            "batch:size=5",
+            "--yes",
+            "--json",
+        )
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["upgraded"] == N
+        stored = client.virtual_machine_scale_sets.get(RG, emu.name).as_dict()
+        image = stored["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"]
+        assert image.get("sharedGalleryImageId", "").endswith("/Versions/1.1.0"), image
+        assert not image.get("id") and not image.get("communityGalleryImageId"), image
+        vm = next(iter(client.virtual_machine_scale_set_vms.list(RG, emu.name))).as_dict()
+        on_vm = vm["properties"]["storageProfile"]["imageReference"]
+        assert on_vm.get("sharedGalleryImageId", "").endswith("/Versions/1.1.0"), on_vm
