@@ -345,24 +345,30 @@ def emulate(
             conflict_rate=conflict_rate,
             concurrent_change_kind=concurrent_change_kind,
         )
-    serve(
-        EmulatorConfig(
-            scenario,
-            host=host,
-            port=port,
-            time_scale=time_scale,
-            page_size=page_size,
-            health_extension=health_extension,
-            overprovision=overprovision,
-            faults=faults,
-            subscription=subscription,
-            resource_group=resource_group,
-            name=name,
-            location=location,
-            env_file=env_file,
-            state_dir=state_dir,
+    # the scale set's own checks (a zonal fault-domain count Azure does not allow,
+    # protected ids it does not have) name the flags when the flags set them
+    given = {"scale_set.fault_domains": "--fault-domains"} if fault_domains is not None else {}
+    if protected_instances is not None:
+        given["scale_set.protected_instances"] = "--protected-instances"
+    with flag_errors(given, anywhere=True):
+        serve(
+            EmulatorConfig(
+                scenario,
+                host=host,
+                port=port,
+                time_scale=time_scale,
+                page_size=page_size,
+                health_extension=health_extension,
+                overprovision=overprovision,
+                faults=faults,
+                subscription=subscription,
+                resource_group=resource_group,
+                name=name,
+                location=location,
+                env_file=env_file,
+                state_dir=state_dir,
+            )
         )
-    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,6 +4,7 @@ requests built by hand, JSON checked against what Azure sends."""
 from __future__ import annotations
 
 import json
+import pathlib
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -652,15 +653,24 @@ def test_control_endpoints_answer_loopback_only() -> None:
     assert not _is_loopback("10.0.0.5") and not _is_loopback(None)
 
 
-def test_emulate_input_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+def test_emulate_input_errors_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
     pytest.importorskip("starlette")
     from vmss_rollout.cli.emulate import main
 
+    state = ["--port", "0", "--state-dir", str(tmp_path)]
     for args, needle in (
         (["--throttle-rate", "2"], "--throttle-rate:"),
         (["--port", "70000"], "--port:"),
         (["--instances", "0"], "--instances:"),
         (["--upgrade-policy", "sometimes"], "--upgrade-policy:"),
+        (["--conflict-rate", "-1"], "--conflict-rate:"),
+        (["--concurrent-change-kind", "disks"], "--concurrent-change-kind:"),
+        (["--protected-instances", "x"], "--protected-instances:"),
+        # checked by the scale set itself, before the server listens
+        ([*state, "--protected-instances", "50"], "--protected-instances: no instance 50"),
+        ([*state, "--zones", "1,2", "--fault-domains", "3"], "--fault-domains: a zonal"),
     ):
         with pytest.raises(SystemExit) as info:
             main(args)
