@@ -170,6 +170,9 @@ class ScaleSetModel:
     fault_domain_count: int | None = None
     #: ``overprovision``: a scale-out creates extra VMs and deletes them again
     overprovision: bool = False
+    #: ``orchestrationMode`` Flexible: members are plain VMs named by their VM name,
+    #: with no update domains (Microsoft docs, virtual-machine-scale-sets-manage-fault-domains)
+    flexible: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,6 +112,7 @@ def build(
         monitor=monitor,
         name=scenario.name,
         fleet=fleet,
+        flexible=scenario.orchestration == "Flexible",
     )
     return env, scale_set
 

@@ -13,6 +13,7 @@ change.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,15 @@ TARGET_MODEL = ModelVersion(ImageReference("Canonical", "ubuntu-24_04-lts", "ser
 #: one timeline row: (time, serving, upgrading, unhealthy, on the new model)
 TimelineRow = tuple[float, int, int, int, int]
 _NONE = (0, 0, 0, 0)
+
+
+def flexible_vm_name(scale_set: str, index: int) -> str:
+    """The name of the index-th VM of a Flexible scale set: ``<scale set>_<8 hex>``,
+    the shape Azure gives VMs it creates in a Flexible set (e.g. ``myvmss_1a2b3c4d``;
+    the suffix is random on Azure, derived from the index here so a seed reproduces
+    a run)."""
+    digest = hashlib.sha256(f"{scale_set}:{index}".encode()).hexdigest()
+    return f"{scale_set}_{digest[:8]}"
 
 
 def placement(
@@ -128,11 +138,15 @@ class SimScaleSet:
         monitor: Monitor | None = None,
         name: str = "sim",
         fleet: Sequence[Instance] | None = None,
+        flexible: bool = False,
     ) -> None:
         self.env = env
         self.rng = rng
         self.name = name
-        self.update_domains = update_domains
+        #: Flexible orchestration: instances are named like Azure's Flexible VMs
+        #: (:func:`flexible_vm_name`) and have no update domains (all report 0)
+        self.flexible = flexible
+        self.update_domains = 1 if flexible else update_domains
         self.fault_domains = fault_domains
         self.zones = tuple(zones)
         self.upgrade_time = upgrade_time
@@ -225,6 +239,11 @@ class SimScaleSet:
 
     def _add(self, template: Instance) -> str:
         iid = str(self._created)
+        if self.flexible:
+            iid = flexible_vm_name(self.name, self._created)
+            while iid in self.instances:  # a live fleet's names (plan) are not indexed
+                self._created += 1
+                iid = flexible_vm_name(self.name, self._created)
         ud, fd, zone = placement(self._created, self.update_domains, self.fault_domains, self.zones)
         self._created += 1
         self._op[iid] = 0
@@ -242,6 +261,8 @@ class SimScaleSet:
             etag=str(self.etag),
             capacity=len(self.instances),
             zones=self.zones,
+            fault_domain_count=self.fault_domains,
+            flexible=self.flexible,
         )
         return model, list(self.instances.values())
 

@@ -38,6 +38,7 @@ _LAYOUT: dict[str | None, tuple[str, ...]] = {
     None: ("name", "seed", "runs", "strategy"),
     "scale_set": (
         "instances",
+        "orchestration",
         "update_domains",
         "fault_domains",
         "zones",
@@ -116,6 +117,17 @@ def _instance_ids(value: object, key: str) -> tuple[str, ...]:
     raise InputError(f'{key}: expected a list of instance ids such as ["0", "7"], got {value!r}')
 
 
+_ORCHESTRATIONS = ("Uniform", "Flexible")
+
+
+def _orchestration(value: object, key: str) -> str:
+    if isinstance(value, str):
+        for mode in _ORCHESTRATIONS:
+            if value.strip().lower() == mode.lower():
+                return mode
+    raise InputError(f"{key}: expected one of {', '.join(_ORCHESTRATIONS)}, got {value!r}")
+
+
 def _policy(value: object, key: str) -> str:
     if isinstance(value, str):
         for policy in _POLICIES:
@@ -169,6 +181,7 @@ _PARSERS: dict[str, Callable[[object, str], object]] = {
     "seed": _whole(0),
     "runs": _whole(1, _MAX_COUNT),
     "instances": _whole(1, _MAX_COUNT),
+    "orchestration": _orchestration,
     "update_domains": _whole(1, 20),
     "fault_domains": _whole(1, 5),
     "zones": _zones,
@@ -225,7 +238,10 @@ class Scenario:
     runs: int = 200
     # [scale_set]
     instances: int = 20
-    update_domains: int = 5  # per zone / placement group
+    #: ``orchestrationMode``: Uniform, or Flexible (VMs named ``<name>_<8 hex>``, no
+    #: update domains, fault-domain count 1 zonal or 1 to 3 regional, default 1)
+    orchestration: str = "Uniform"
+    update_domains: int = 5  # per zone / placement group (Uniform only)
     #: the platform fault-domain count; None (left out): Azure's default for the
     #: topology, 1 for a zonal set and 5 for a regional one (MicrosoftDocs
     #: azure-compute-docs, virtual-machine-scale-sets-manage-fault-domains.md)
@@ -253,13 +269,26 @@ class Scenario:
         given = self.fault_domains is not None
         if not given:
             zonal = bool(_zones(self.zones, _KEYS["zones"]))
-            object.__setattr__(self, "fault_domains", 1 if zonal else 5)
+            flexible = _orchestration(self.orchestration, _KEYS["orchestration"]) == "Flexible"
+            # Azure's defaults: 1 for zonal sets and every Flexible set, else 5
+            # (MicrosoftDocs azure-compute-docs, virtual-machine-scale-sets-manage-fault-domains.md)
+            object.__setattr__(self, "fault_domains", 1 if zonal or flexible else 5)
         object.__setattr__(self, "fault_domains_given", given)
         for f in fields(self):
             if not f.init:
                 continue
             parsed = _PARSERS[f.name](getattr(self, f.name), _KEYS[f.name])
             object.__setattr__(self, f.name, parsed)  # frozen: canonicalise in place
+        if self.orchestration == "Flexible":
+            allowed = (1,) if self.zones else (1, 2, 3)
+            if self.fault_domains not in allowed:
+                # MicrosoftDocs azure-compute-docs, virtual-machine-scale-sets-manage-fault-
+                # domains.md: Flexible, zonal: 1; regional: 1, 2 or 3
+                raise InputError(
+                    f"{_KEYS['fault_domains']}: a {'zonal' if self.zones else 'regional'} "
+                    f"Flexible scale set has {' or '.join(map(str, allowed))} fault domains on "
+                    f"Azure, got {self.fault_domains}"
+                )
         if not self.required.percent and self.required.value > self.instances:
             raise InputError(
                 f"demand.required: {_amount_text(self.required)} instances required but "
@@ -286,7 +315,8 @@ class Scenario:
                 raise InputError(f"{name}: unknown scenario setting (valid: {', '.join(valid)})")
             if value is not None:
                 changes[target] = _from_cli(target, value)
-        if "zones" in changes and "fault_domains" not in changes and not self.fault_domains_given:
+        topology = "zones" in changes or "orchestration" in changes
+        if topology and "fault_domains" not in changes and not self.fault_domains_given:
             changes["fault_domains"] = None  # Azure's default for the new topology
         return replace(self, **changes)
 
