@@ -141,6 +141,20 @@ def emulate(
             rich_help_panel=SERVER_PANEL,
         ),
     ] = None,
+    orchestration: Annotated[
+        str | None,
+        typer.Option(
+            "--orchestration",
+            metavar="MODE",
+            help="orchestrationMode: Uniform or Flexible (members are plain VMs named "
+            "<scale set>_<8 hex>, listed through Microsoft.Compute/virtualMachines with a "
+            "virtualMachineScaleSet/id filter; no update domains; fault domains 1, or 1 to 3 "
+            "regional; fixed at creation). Default: the scenario's \\[scale_set] "
+            "orchestration (Uniform).",
+            show_default=False,
+            rich_help_panel=SERVER_PANEL,
+        ),
+    ] = None,
     protected_instances: Annotated[
         str | None,
         typer.Option(
@@ -322,6 +336,9 @@ def emulate(
     if upgrade_policy is not None:
         with flag_errors({"scale_set.upgrade_policy": "--upgrade-policy"}, anywhere=True):
             scenario = scenario.with_overrides(upgrade_policy=upgrade_policy)
+    if orchestration is not None:
+        with flag_errors({"scale_set.orchestration": "--orchestration"}, anywhere=True):
+            scenario = scenario.with_overrides(orchestration=orchestration)
     if protected_instances is not None:
         with flag_errors({"scale_set.protected_instances": "--protected-instances"}, anywhere=True):
             scenario = scenario.with_overrides(protected_instances=protected_instances)

@@ -45,6 +45,8 @@ LOG_LIMIT = 100_000
 COMPUTE = "Microsoft.Compute"
 VMSS_TYPE = "Microsoft.Compute/virtualMachineScaleSets"
 VM_TYPE = "Microsoft.Compute/virtualMachineScaleSets/virtualMachines"
+#: a Flexible scale set's members are plain virtual machines
+VM_TYPE_FLEXIBLE = "Microsoft.Compute/virtualMachines"
 
 #: simulated seconds a deleted instance spends "Deleting" (listed, provisioningState
 #: Deleting) before it is gone; operations on it meanwhile are refused as "marked for

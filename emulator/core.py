@@ -125,8 +125,9 @@ class ArmEmulator(ScaleSetsMixin, IdentityMixin):
         self.location = location
         self.page_size = page_size
         self.health_extension = health_extension
-        #: the scale set's initial ``overprovision`` (PUT/PATCH can change it)
-        self.overprovision_default = overprovision
+        #: the scale set's initial ``overprovision`` (PUT/PATCH can change it); a
+        #: Uniform-only feature (orchestration-modes doc, "Overprovisioning")
+        self.overprovision_default = overprovision and scenario.orchestration != "Flexible"
         #: the real time simulated time 0 stands for (timestamps in documents)
         self.epoch = epoch or datetime.now(UTC)
         #: the App Service managed-identity secret (``IDENTITY_HEADER``)
@@ -135,7 +136,8 @@ class ArmEmulator(ScaleSetsMixin, IdentityMixin):
         self.env, self.ss = build_scale_set(scenario, self.seed)
         #: simulated time each instance was created (the initial ones at 0)
         self.created_at = dict.fromkeys(self.ss.instances, 0.0)
-        if scenario.zones and self.ss.fault_domains not in (1, 5):
+        self.flexible = scenario.orchestration == "Flexible"  # the scenario checks its FDs
+        if scenario.zones and not self.flexible and self.ss.fault_domains not in (1, 5):
             raise InputError(
                 f"scale_set.fault_domains: a zonal scale set has 1 or 5 fault domains on Azure "
                 f"(Uniform orchestration), got {self.ss.fault_domains}"
@@ -285,10 +287,23 @@ class ArmEmulator(ScaleSetsMixin, IdentityMixin):
             and method == "GET"
         ):
             return _Route("vmss.list_all", lambda: self._list_scale_sets(sub, None))
+        if lrest == ["providers", "microsoft.compute", "virtualmachines"] and method == "GET":
+            return _Route("vm.list_all", lambda: self._plain_vms(sub, None, request))
         if len(rest) < 2 or lrest[0] != "resourcegroups":
             return _Route("unknown", None)
         rg = rest[1]
         tail, ltail = rest[2:], lrest[2:]
+        if ltail[:3] == ["providers", "microsoft.compute", "virtualmachines"] and method == "GET":
+            # a Flexible set's members: plain VMs (list, get, instance view)
+            if len(tail) == 3:
+                return _Route("vm.list", lambda: self._plain_vms(sub, rg, request))
+            if len(tail) == 4 or (len(tail) == 5 and ltail[4] == "instanceview"):
+                vm = tail[3]
+                return _Route(
+                    "vm.instanceview" if len(tail) == 5 else "vm.get",
+                    lambda: self._plain_vm(sub, rg, vm, request),
+                    (vm,),
+                )
         if ltail[:3] != ["providers", "microsoft.compute", "virtualmachinescalesets"]:
             return _Route("unknown", None)
         if len(tail) == 3:
@@ -330,6 +345,8 @@ class ArmEmulator(ScaleSetsMixin, IdentityMixin):
                 return scoped(operation, fn)
             return scoped(f"vmss.{method.lower()}", self._not_supported(method, "a scale set"))
         head = lpath[0]
+        if head == "virtualmachines" and self.flexible:
+            return scoped(f"vms.{method.lower()}", lambda: self.refuse_uniform_only(method))
         if head == "virtualmachines":
             if len(path) == 1 and method == "GET":
                 return scoped("vms.list", lambda: self._list_vms(request))
@@ -411,6 +428,24 @@ class ArmEmulator(ScaleSetsMixin, IdentityMixin):
                 "ResourceNotFound",
                 f"The Resource '{VMSS_TYPE}/{name}' under resource group '{rg}' was not found. "
                 "For more details please go to https://aka.ms/ARMResourceNotFoundFix",
+            )
+
+    def _plain_vms(self, sub: str, rg: str | None, request: Request) -> Response:
+        self._check_subscription(sub)
+        return self._list_plain_vms(request, rg)
+
+    def _plain_vm(self, sub: str, rg: str, vm: str, request: Request) -> Response:
+        self._check_subscription(sub)
+        if rg.lower() != self.resource_group.lower():
+            raise ArmError(
+                404, "ResourceGroupNotFound", f"Resource group '{rg}' could not be found."
+            )
+        return self._get_plain_vm(vm, request)
+
+    def _check_subscription(self, sub: str) -> None:
+        if sub.lower() != self.subscription.lower():
+            raise ArmError(
+                404, "SubscriptionNotFound", f"The subscription '{sub}' could not be found."
             )
 
     def _put_guard(self, sub: str, rg: str, name: str, fn: Callable[[], Response]) -> Response:

@@ -21,6 +21,7 @@ from .base import (
     DELETE_SECONDS,
     POWER_SECONDS,
     VM_TYPE,
+    VM_TYPE_FLEXIBLE,
     VMSS_TYPE,
     ArmError,
     Request,
@@ -56,7 +57,7 @@ class InstancesMixin(RollingMixin):
         disk_suffix = uuid.uuid5(uuid.NAMESPACE_URL, f"{self.name}:{iid}").hex
         os_disk: dict[str, Any] = {
             "osType": "Linux",
-            "name": f"{self.name}_{iid}_OsDisk_1_{disk_suffix}",
+            "name": f"{iid if self.flexible else f'{self.name}_{iid}'}_OsDisk_1_{disk_suffix}",
             "createOption": "FromImage",
             "caching": "ReadWrite",
             "managedDisk": {"storageAccountType": "Premium_LRS"},
@@ -107,8 +108,132 @@ class InstancesMixin(RollingMixin):
         prefix = _get(
             self.doc, "properties", "virtualMachineProfile", "osProfile", "computerNamePrefix"
         )
+        if self.flexible:  # <prefix><6 characters> (assumption: the VM name's hex suffix)
+            return f"{prefix or 'vm'}{iid.rsplit('_', 1)[-1][:6]}"
         number = int(iid) if iid.isdigit() else 0
         return f"{prefix or 'vm'}{_base36(number)}"
+
+    # ------------------------------------------------------------------ Flexible
+    def flexible_vm_json(self, inst: Instance, *, expand: bool) -> dict[str, Any]:
+        """A Flexible member as Azure serves it: a plain virtual machine
+        (``Microsoft.Compute/virtualMachines``, REST spec virtualMachine.json) named
+        ``<scale set>_<8 hex>``, whose ``properties.virtualMachineScaleSet.id`` names the
+        scale set. A plain VM has no ``latestModelApplied``, no ``instanceId`` and no
+        ``sku``; ``platformFaultDomain`` only when the scale set has more than one fault
+        domain (the spec: "The Virtual Machine Scale Set that is referenced, must have
+        'platformFaultDomainCount' greater than 1"; under max spreading "The API
+        responses don't include fault domain or update domain information",
+        manage-fault-domains doc)."""
+        uniform = self.vm_json(inst, expand=False)
+        props = uniform["properties"]
+        for key in ("latestModelApplied", "modelDefinitionApplied"):
+            props.pop(key, None)
+        props["virtualMachineScaleSet"] = {"id": self.vmss_id}
+        if self.ss.fault_domains > 1:
+            props["platformFaultDomain"] = inst.fault_domain
+        if expand:
+            view = self.instance_view_json(inst)
+            props["instanceView"] = view
+        doc: dict[str, Any] = {
+            "id": self.flexible_vm_id(inst.instance_id),
+            "name": inst.instance_id,
+            "type": VM_TYPE_FLEXIBLE,
+            "location": self.location,
+            "etag": uniform["etag"],
+            "properties": props,
+        }
+        if inst.zone:
+            doc["zones"] = [inst.zone]
+        return doc
+
+    def flexible_vm_id(self, name: str) -> str:
+        return (
+            f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.Compute/virtualMachines/{name}"
+        )
+
+    def _list_plain_vms(self, request: Request, rg: str | None) -> Response:
+        """``GET .../providers/Microsoft.Compute/virtualMachines`` (VirtualMachines_List
+        and _ListAll): the members of a Flexible set, paged; a Uniform set's instances
+        are not plain VMs and are not listed. ``$filter`` takes
+        ``'virtualMachineScaleSet/id' eq '<id>'``; "$expand ... can only be specified
+        if a valid $filter option is specified" (the spec's VirtualMachines_List)."""
+        if rg is not None and rg.lower() != self.resource_group.lower():
+            raise ArmError(
+                404, "ResourceGroupNotFound", f"Resource group '{rg}' could not be found."
+            )
+        text = request.query.get("$filter")
+        wanted: str | None = None
+        if text:
+            match = re.fullmatch(
+                r"\s*'?virtualMachineScaleSet/id'?\s+eq\s+'([^']*)'\s*", text, re.IGNORECASE
+            )
+            if match is None:
+                raise ArmError(
+                    400,
+                    "InvalidParameter",
+                    f"The $filter '{text}' is not supported; use "
+                    "'virtualMachineScaleSet/id' eq '<scale set id>'.",
+                    target="$filter",
+                )
+            wanted = match.group(1)
+        expand_text = request.query.get("$expand")
+        if expand_text and wanted is None:
+            # assumption: the status and code; the rule is the spec's
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                "$expand can only be specified if a valid $filter option is specified.",
+                target="$expand",
+            )
+        expand = (expand_text or "").lower() == "instanceview"
+        members = self.flexible and not self.deleted
+        if wanted is not None and wanted.lower() != self.vmss_id.lower():
+            members = False
+        ordered = (
+            sorted(self.ss.instances.values(), key=lambda i: instance_sort_key(i.instance_id))
+            if members
+            else []
+        )
+        after = request.query.get("$skiptoken")
+        if after is not None:
+            start = instance_sort_key(after)
+            ordered = [i for i in ordered if instance_sort_key(i.instance_id) > start]
+        page = ordered[: self.page_size]
+        body: dict[str, Any] = {"value": [self.flexible_vm_json(i, expand=expand) for i in page]}
+        if len(ordered) > self.page_size:
+            query = {k: v for k, v in request.query.items() if k != "$skiptoken"}
+            query["$skiptoken"] = page[-1].instance_id
+            body["nextLink"] = f"{request.base_url.rstrip('/')}{request.path}?" + urlencode(
+                query, quote_via=quote, safe="$'"
+            )
+        return Response(200, body)
+
+    def _get_plain_vm(self, name: str, request: Request) -> Response:
+        inst = self.ss.instances.get(name) if self.flexible and not self.deleted else None
+        if inst is None:
+            raise ArmError(
+                404,
+                "ResourceNotFound",
+                f"The Resource 'Microsoft.Compute/virtualMachines/{name}' under resource group "
+                f"'{self.resource_group}' was not found.",
+            )
+        if request.path.rstrip("/").lower().endswith("/instanceview"):
+            return Response(200, self.instance_view_json(inst))
+        expand = (request.query.get("$expand") or "").lower() == "instanceview"
+        return Response(200, self.flexible_vm_json(inst, expand=expand))
+
+    def refuse_uniform_only(self, method: str) -> Response:
+        """The scale set's own VM list and per-instance routes are Uniform-only: Azure
+        answers 400 on a Flexible set (microsoft/OMS-Agent-for-Linux PR #1475,
+        Get-AzVmssVM -InstanceView; azure/aaz list-instances: "For VMSS in Flexible
+        Orchestration mode, please use 'az vm list'"). The code is an assumption."""
+        raise ArmError(
+            400,
+            "OperationNotAllowed",
+            f"Operation 'VirtualMachineScaleSets.virtualMachines.{method.upper()}' is not "
+            f"allowed on Virtual Machine Scale Set '{self.name}'.",
+        )
 
     def instance_view_json(self, inst: Instance) -> dict[str, Any]:
         now = self.iso(self.env.now)
@@ -118,6 +243,14 @@ class InstancesMixin(RollingMixin):
         view: dict[str, Any] = {
             "platformUpdateDomain": inst.update_domain,
             "platformFaultDomain": inst.fault_domain,
+        }
+        if self.flexible:
+            # a Flexible member has no update domain, and no fault domain under max
+            # spreading (manage-fault-domains doc, "Instance View API")
+            del view["platformUpdateDomain"]
+            if self.ss.fault_domains == 1:
+                del view["platformFaultDomain"]
+        view |= {
             "computerName": self._computer_name(inst.instance_id),
             "osName": "ubuntu",
             "statuses": statuses,

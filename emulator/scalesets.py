@@ -132,6 +132,14 @@ class ScaleSetsMixin(InstancesMixin):
                 "virtualMachineProfile": profile,
             },
         }
+        if self.flexible:
+            # Flexible: no placement groups or overprovisioning (Uniform-only features,
+            # orchestration-modes doc); the mode is fixed at creation
+            props = doc["properties"]
+            props["orchestrationMode"] = "Flexible"
+            props["singlePlacementGroup"] = False
+            for key in ("overprovision", "doNotRunExtensionsOnOverprovisionedVMs"):
+                props.pop(key)
         if self.ss.zones:
             doc["zones"] = list(self.ss.zones)
         return doc
@@ -260,6 +268,27 @@ class ScaleSetsMixin(InstancesMixin):
                 f"The location of the scale set cannot be changed from '{self.location}' to "
                 f"'{location}'.",
                 target="location",
+            )
+        mode_now = _get(old_doc, "properties", "orchestrationMode")
+        mode_asked = _get(new_doc, "properties", "orchestrationMode")
+        if str(mode_asked).lower() != str(mode_now).lower():
+            # "the orchestration mode is defined when you create the scale set and cannot
+            # be changed or updated later" (orchestration-modes doc); Azure's error text
+            # is not documented: code and message are an assumption
+            raise ArmError(
+                400,
+                "PropertyChangeNotAllowed",
+                "Changing property 'orchestrationMode' is not allowed.",
+                target="orchestrationMode",
+            )
+        if self.flexible and _get(body, "properties", "overprovision") is True:
+            # assumption: the text; overprovisioning is Uniform-only (orchestration-modes doc)
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                "Overprovision is not supported for Virtual Machine Scale Sets with "
+                "Flexible orchestration mode.",
+                target="overprovision",
             )
         zones = new_doc.get("zones")
         if zones is not None and list(zones) != list(self.ss.zones):
@@ -402,6 +431,21 @@ class ScaleSetsMixin(InstancesMixin):
                 400,
                 "InvalidParameter",
                 f"upgradePolicy.mode must be one of Automatic, Manual, Rolling; got {raw_mode!r}.",
+                target="upgradePolicy.mode",
+            )
+        if (
+            self.flexible
+            and mode is UpgradeMode.ROLLING
+            and armjson.health_source(doc) != armjson.HEALTH_EXTENSION
+        ):
+            # "Flexible Orchestration: Application Health Extension is required" for a
+            # Rolling policy (configure-rolling-upgrades doc, "Requirements"); assumption:
+            # the code and text
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                "Rolling upgrade policy on a scale set with Flexible orchestration mode "
+                "requires the Application Health extension.",
                 target="upgradePolicy.mode",
             )
         rolling = policy.get("rollingUpgradePolicy") or {}

@@ -77,6 +77,8 @@ class EmulatorState:
     history: deque[dict[str, Any]]
     _seq: int
     deleted: bool
+    #: ``orchestrationMode`` Flexible (fixed at creation)
+    flexible: bool
     counts: dict[str, int]
     status_counts: dict[str, int]
 
