@@ -148,7 +148,21 @@ def scale_set(vmss: Json) -> ScaleSetModel:
         zones=tuple(vmss.get("zones") or ()),
         fault_domain_count=int(fd_count) if fd_count is not None else None,
         overprovision=bool(_get(vmss, "properties", "overprovision")),
+        flexible=is_flexible(vmss),
     )
+
+
+def is_flexible(vmss: Json) -> bool:
+    """``properties.orchestrationMode`` is Flexible (absent: Uniform, the mode of
+    scale sets created before the property existed)."""
+    return str(_get(vmss, "properties", "orchestrationMode") or "").lower() == "flexible"
+
+
+def flexible_member_filter(vmss_id: str) -> str:
+    """The ``$filter`` that lists a Flexible set's members among the resource
+    group's VMs (REST spec virtualMachine.json, VirtualMachines_List; its
+    ``$expand=instanceView`` needs it)."""
+    return f"'virtualMachineScaleSet/id' eq '{vmss_id}'"
 
 
 def health_source(vmss: Json) -> str:
@@ -180,6 +194,34 @@ def model_patch(target: ModelVersion, current: ModelVersion) -> dict[str, Any]:
 _PROVISIONING = {s.value.lower(): s for s in ProvisioningState}
 _POWER = {s.value: s for s in PowerState}
 _HEALTH = {"healthstate/healthy": Health.HEALTHY, "healthstate/unhealthy": Health.UNHEALTHY}
+
+
+def flexible_instance(vm: Json, vmss: Json, *, use_vm_health: bool) -> Instance:
+    """One member of a Flexible scale set: a plain VM (``Microsoft.Compute/
+    virtualMachines``, listed with ``$expand=instanceView``), its *name* the id
+    scale set actions take ("the instance name if using Flexible Orchestration",
+    Microsoft docs, virtual-machine-scale-sets-perform-manual-upgrades). A plain VM
+    reports no update domain (read as 0; update-domain waves are refused on
+    Flexible sets) and no ``latestModelApplied``: it runs the latest model when its
+    image and size are the scale set model's. The fault domain is the VM's
+    ``platformFaultDomain`` (absent under max spreading: 0)."""
+    props = vm.get("properties") or {}
+    view = props.get("instanceView") or {}
+    fault_domain = view.get("platformFaultDomain", props.get("platformFaultDomain"))
+    as_uniform = {
+        **vm,
+        "instanceId": vm.get("name"),
+        "properties": {
+            **props,
+            "instanceView": {
+                **view,
+                "platformUpdateDomain": 0,
+                "platformFaultDomain": fault_domain or 0,
+            },
+        },
+    }
+    inst = instance(as_uniform, use_vm_health=use_vm_health)
+    return inst.evolve(latest_model_applied=inst.model == scale_set_model(vmss))
 
 
 def instance(vm: Json, *, use_vm_health: bool) -> Instance:

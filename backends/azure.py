@@ -388,6 +388,20 @@ class AzureBackend:
         use_vm_health = self.health_source != armjson.HEALTH_FALLBACK
 
         def read_all() -> list[Instance]:
+            if armjson.is_flexible(self.vmss_json):
+                # a Flexible set refuses its own VM list (400 OperationNotAllowed); its
+                # members are the resource group's VMs naming it (fidelity review #3)
+                members = self.client.virtual_machines.list(
+                    self.resource_group,
+                    filter=armjson.flexible_member_filter(str(self.vmss_json.get("id"))),
+                    expand="instanceView",
+                )
+                return [
+                    armjson.flexible_instance(
+                        vm.as_dict(), self.vmss_json, use_vm_health=use_vm_health
+                    )
+                    for vm in members
+                ]
             pages = self.client.virtual_machine_scale_set_vms.list(
                 self.resource_group, self.name, expand="instanceView"
             )

@@ -203,6 +203,7 @@ def check_fault_domains(scale_set: ScaleSetModel, strategy: str, scope: Scope) -
     only see one fault domain. This is expected behavior": Microsoft docs,
     virtual-machine-scale-sets-manage-fault-domains), so one "fault domain" wave
     would be every instance at once."""
+    check_update_domains(scale_set, strategy, scope)
     if scale_set.fault_domain_count != 1:
         return
     what = []
@@ -215,6 +216,26 @@ def check_fault_domains(scale_set: ScaleSetModel, strategy: str, scope: Scope) -
             f"{' and '.join(what)}: scale set {scale_set.name} has one fault domain "
             "(platformFaultDomainCount 1, max spreading: every instance reports fault "
             "domain 0); use update-domain, zone or batch waves"
+        )
+
+
+def check_update_domains(scale_set: ScaleSetModel, strategy: str, scope: Scope) -> None:
+    """Refuse update-domain waves and ``--only-update-domains`` on a Flexible scale
+    set: its members report no update domain ("The API responses don't include fault
+    domain or update domain information": Microsoft docs,
+    virtual-machine-scale-sets-manage-fault-domains)."""
+    if not scale_set.flexible:
+        return
+    what = []
+    if strategy == "update-domain":
+        what.append("the update-domain strategy")
+    if scope.update_domains is not None:
+        what.append("--only-update-domains")
+    if what:
+        raise InputError(
+            f"{' and '.join(what)}: scale set {scale_set.name} uses Flexible orchestration, "
+            "whose VMs have no update domains; use fault-domain, zone, batch or "
+            "one-at-a-time waves"
         )
 
 
