@@ -37,7 +37,7 @@ from typing import Any
 
 from ..engine.errors import InputError
 from ..engine.model import Instance
-from .runner import RunResult, derive_seed, run_once
+from .runner import RunResult, check_topology, derive_seed, run_once
 from .scenario import Scenario
 
 __all__ = [
@@ -200,6 +200,7 @@ def run_studies(
     for study in studies:
         if study.runs < 0:
             raise InputError(f"runs: expected a whole number >= 0, got {study.runs}")
+        check_topology(study.scenario, study.strategy)
     total = sum(s.runs for s in studies)
     results: list[list[RunResult | None]] = [[None] * s.runs for s in studies]
     done = 0

@@ -20,6 +20,7 @@ from typing import Any
 import simpy
 
 from ..engine.backend import execute
+from ..engine.errors import InputError
 from ..engine.events import Event, EventKind
 from ..engine.model import Instance, UpgradeMode
 from ..engine.rollout import Rollout
@@ -154,6 +155,24 @@ def simulate_rollout(env: simpy.Environment, rollout: Rollout, scale_set: SimSca
         env.run()
 
 
+def check_topology(scenario: Scenario, strategy: str) -> None:
+    """A Flexible scenario has no update domains: update-domain waves and an
+    ``only_update_domains`` scope are refused, as they are on a live Flexible set."""
+    if scenario.orchestration != "Flexible":
+        return
+    what = []
+    if make(strategy).name == "update-domain":
+        what.append("the update-domain strategy")
+    if scenario.engine.scope.update_domains is not None:
+        what.append("engine.only_update_domains")
+    if what:
+        raise InputError(
+            f"{' and '.join(what)}: scenario {scenario.name} uses Flexible orchestration, "
+            "whose VMs have no update domains; use fault-domain, zone, batch or "
+            "one-at-a-time waves"
+        )
+
+
 def run_once(
     scenario: Scenario,
     strategy: str,
@@ -165,6 +184,7 @@ def run_once(
     """One simulated rollout. ``record`` keeps the timeline, events and request
     log; ``fleet`` replaces the scenario's round-robin topology with given
     instances' ids and domains (a live scale set's, for ``plan``)."""
+    check_topology(scenario, strategy)
     env, scale_set = build(scenario, seed, record, fleet)
     _, instances = scale_set.read()
     rollout = Rollout(
