@@ -169,6 +169,7 @@ def _scenario_info(scenario: Scenario) -> dict[str, Any]:
         "name": scenario.name,
         "instances": scenario.instances,
         "zones": list(scenario.zones),
+        "orchestration": scenario.orchestration,
         "update_domains": scenario.update_domains,
         "fault_domains": scenario.fault_domains,
         "upgrade": str(scenario.upgrade),

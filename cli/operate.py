@@ -274,12 +274,17 @@ STYLES = {
 }
 
 
-def heat_map(instances: list[Instance]) -> Table:
-    """Instances by update domain (rows; per zone when zonal) x fault domain (columns)."""
+def heat_map(instances: list[Instance], *, flexible: bool = False) -> Table:
+    """Instances by update domain (rows; per zone when zonal) x fault domain (columns);
+    a Flexible set has no update domains: zone (rows) x fault domain."""
     fds = sorted({i.fault_domain for i in instances})
     rows = sorted({(i.zone, i.update_domain) for i in instances})
-    table = Table(title="instances by update domain x fault domain", title_justify="left")
-    table.add_column("zone / UD" if any(z for z, _ in rows) else "UD", justify="right")
+    if flexible:
+        table = Table(title="instances by zone x fault domain", title_justify="left")
+        table.add_column("zone", justify="right")
+    else:
+        table = Table(title="instances by update domain x fault domain", title_justify="left")
+        table.add_column("zone / UD" if any(z for z, _ in rows) else "UD", justify="right")
     for fd in fds:
         table.add_column(f"FD {fd}")
     cells: dict[tuple[str, int, int], list[Instance]] = {}
@@ -289,6 +294,8 @@ def heat_map(instances: list[Instance]) -> Table:
         cells.setdefault((inst.zone, inst.update_domain, inst.fault_domain), []).append(inst)
     for zone, ud in rows:
         label = f"{zone}/{ud}" if zone else str(ud)
+        if flexible:
+            label = zone or "-"
         row: list[Text | str] = [label]
         for fd in fds:
             text = Text()
@@ -305,10 +312,11 @@ def heat_map(instances: list[Instance]) -> Table:
     return table
 
 
-def _instance_json(inst: Instance) -> dict[str, Any]:
+def _instance_json(inst: Instance, *, flexible: bool = False) -> dict[str, Any]:
     return {
         "instance_id": inst.instance_id,
-        "update_domain": inst.update_domain,
+        # a Flexible set's VMs have no update domain: null, not 0
+        "update_domain": None if flexible else inst.update_domain,
         "fault_domain": inst.fault_domain,
         "zone": inst.zone,
         "state": state_of(inst),
@@ -351,7 +359,8 @@ def status(
         "health_source": backend.health_source,
         "capacity": scale_set.capacity,
         "counts": counts,
-        "instances": [_instance_json(i) for i in instances],
+        "orchestration": "Flexible" if scale_set.flexible else "Uniform",
+        "instances": [_instance_json(i, flexible=scale_set.flexible) for i in instances],
         "requests": dict(backend.counter.attempts),
     }
     if json:
@@ -361,10 +370,11 @@ def status(
     console.print(f"[bold]{scale_set.name}[/]  {backend.scale_set_id}", soft_wrap=True)
     console.print(
         f"model: {scale_set.model}   policy: {scale_set.upgrade_mode.value}   "
-        f"health: {backend.health_source}",
+        f"health: {backend.health_source}"
+        + ("   orchestration: Flexible" if scale_set.flexible else ""),
         soft_wrap=True,
     )
-    console.print(heat_map(instances))
+    console.print(heat_map(instances, flexible=scale_set.flexible))
     console.print("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     if backend.protected:
         console.print(_protected_line(backend), soft_wrap=True)

@@ -113,9 +113,12 @@ def strategies_table(described: Sequence[Mapping[str, Any]]) -> Table:
 def scenario_line(scenario: Mapping[str, Any]) -> str:
     zones = scenario["zones"]
     where = f"zones {','.join(zones)}" if zones else "regional"
+    uds = f"{scenario['update_domains']} UDs"
+    if scenario.get("orchestration") == "Flexible":
+        uds = "Flexible: no UDs"
     return (
         f"scenario {scenario['name']}: {scenario['instances']} instances ({where}, "
-        f"{scenario['update_domains']} UDs, {scenario['fault_domains']} FDs), "
+        f"{uds}, {scenario['fault_domains']} FDs), "
         f"upgrade {scenario['upgrade']}, {scenario['required']} must keep serving"
     )
 
