@@ -8,7 +8,10 @@ it through the real SDK, the CLI running as its own process."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -259,3 +262,37 @@ def test_instances_power_off_by_fault_domain_then_start(emu: Emulated) -> None:
     )  # fmt: skip
     assert on.returncode == 0, on.stderr
     assert Counter(i["state"] for i in status(emu)["instances"]) == Counter({"latest": 12})
+
+
+def test_status_shows_zone_by_fault_domain_and_no_update_domain(emu: Emulated) -> None:
+    data = status(emu)
+    assert data["orchestration"] == "Flexible"
+    assert {i["update_domain"] for i in data["instances"]} == {None}
+    text = emu.cli("status", "-g", RG, "-n", emu.name)
+    assert text.returncode == 0, text.stderr
+    assert "instances by zone x fault domain" in text.stdout
+    assert "orchestration: Flexible" in text.stdout and "update domain x" not in text.stdout
+
+
+# ----------------------------------------------------------- the simulator
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    command = [sys.executable, "-m", "vmss_rollout.cli.app", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+
+
+def test_simulate_and_compare_reflect_a_flexible_topology(tmp_path: Any) -> None:
+    path = tmp_path / "flex.toml"
+    path.write_text(FLEXIBLE.format(instances=12).replace("seed = 5", "seed = 5\nruns = 5"))
+    flex = load_scenario(path)
+    run = run_once(flex, "fault-domain", seed=flex.seed, record=True)
+    waves = run.waves()
+    assert len(waves) == 3 and all(NAME.match(i) for w in waves for i in w)
+    refused = run_cli("simulate", str(path), "-s", "update-domain")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: the update-domain strategy") and "Flexible" in (
+        refused.stderr
+    )
+    compared = run_cli("compare", str(path), "-s", "fault-domain", "-s", "batch:size=4")
+    assert compared.returncode == 0, compared.stderr
+    assert "Flexible: no UDs, 3 FDs" in compared.stdout
