@@ -468,6 +468,16 @@ class ScaleSetsMixin(InstancesMixin):
             "maxSurge",
         ):
             merged[key] = _boolean(merged[key], f"rollingUpgradePolicy.{key}")
+        if self.flexible and merged["rollbackFailedInstancesOnPolicyBreach"]:
+            # "Rollback Failed Instances On Policy Breach (Uniform Orchestration only)"
+            # (configure-rolling-upgrades doc); assumption: refused, code and text
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                "rollbackFailedInstancesOnPolicyBreach is only supported for Virtual Machine "
+                "Scale Sets with Uniform orchestration mode.",
+                target="rollingUpgradePolicy.rollbackFailedInstancesOnPolicyBreach",
+            )
         if not check_only:
             policy = _obj(doc, "properties", "upgradePolicy")
             policy["mode"] = mode.value
