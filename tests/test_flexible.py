@@ -296,3 +296,62 @@ def test_simulate_and_compare_reflect_a_flexible_topology(tmp_path: Any) -> None
     compared = run_cli("compare", str(path), "-s", "fault-domain", "-s", "batch:size=4")
     assert compared.returncode == 0, compared.stderr
     assert "Flexible: no UDs, 3 FDs" in compared.stdout
+
+
+def test_upgrade_policies_as_azure_allows_them_on_flexible() -> None:
+    e = flexible_arm()
+    rolling = e.write("PATCH", e.vmss, {"properties": {"upgradePolicy": {"mode": "Rolling"}}})
+    assert rolling.status == 200, rolling.body
+    rollback = e.write(
+        "PATCH",
+        e.vmss,
+        {
+            "properties": {
+                "upgradePolicy": {
+                    "rollingUpgradePolicy": {"rollbackFailedInstancesOnPolicyBreach": True}
+                }
+            }
+        },
+    )
+    assert rollback.status == 400 and "Uniform" in rollback.body["error"]["message"]
+    no_health = Arm(
+        scenario=scenario(orchestration="Flexible", instances=3), health_extension=False
+    )
+    refused = no_health.write(
+        "PATCH", no_health.vmss, {"properties": {"upgradePolicy": {"mode": "Rolling"}}}
+    )
+    assert refused.status == 400 and "Application Health" in refused.body["error"]["message"]
+
+
+def set_policy(emu: Emulated, mode: str) -> None:
+    with emu.sdk() as client:
+        body = {"properties": {"upgradePolicy": {"mode": mode}}}
+        client.virtual_machine_scale_sets.begin_update(RG, emu.name, body).result()
+    emu.admin("reset-counts", {})
+
+
+def test_platform_rolling_upgrade_and_switch_to_manual(emu: Emulated) -> None:
+    set_policy(emu, "Rolling")
+    try:
+        native, data = emu.upgrade("--strategy", "azure-rolling")
+        assert native.returncode == 0, native.stderr
+        assert data["policy"] == "native-rolling" and data["completed"]
+        assert status(emu)["counts"] == {"latest": 12}
+        switched, data = emu.upgrade("--strategy", "fault-domain", "--switch-to-manual")
+        assert switched.returncode == 0, switched.stderr
+        assert data["policy"] == "switch-to-manual" and data["upgraded"] == 12
+        after = status(emu)
+        assert after["upgrade_policy"] == "Rolling" and after["counts"] == {"latest": 12}
+    finally:
+        set_policy(emu, "Manual")
+
+
+def test_surge_replaces_members_with_new_named_vms(emu: Emulated) -> None:
+    before = {i["instance_id"] for i in status(emu)["instances"]}
+    result, data = emu.upgrade("--strategy", "surge:max-surge=3")
+    assert result.returncode == 0, result.stderr
+    assert data["completed"]
+    after = status(emu)
+    names = {i["instance_id"] for i in after["instances"]}
+    assert len(names) == 12 and after["counts"] == {"latest": 12}
+    assert all(NAME.match(n) for n in names) and names != before
