@@ -337,7 +337,10 @@ def emulate(
         with flag_errors({"scale_set.upgrade_policy": "--upgrade-policy"}, anywhere=True):
             scenario = scenario.with_overrides(upgrade_policy=upgrade_policy)
     if orchestration is not None:
-        with flag_errors({"scale_set.orchestration": "--orchestration"}, anywhere=True):
+        renames = {"scale_set.orchestration": "--orchestration"}
+        if fault_domains is not None:
+            renames["scale_set.fault_domains"] = "--fault-domains"
+        with flag_errors(renames, anywhere=True):
             scenario = scenario.with_overrides(orchestration=orchestration)
     if protected_instances is not None:
         with flag_errors({"scale_set.protected_instances": "--protected-instances"}, anywhere=True):

@@ -286,7 +286,7 @@ class Scenario:
                 # domains.md: Flexible, zonal: 1; regional: 1, 2 or 3
                 raise InputError(
                     f"{_KEYS['fault_domains']}: a {'zonal' if self.zones else 'regional'} "
-                    f"Flexible scale set has {' or '.join(map(str, allowed))} fault domains on "
+                    f"Flexible scale set has {'1' if self.zones else '1, 2 or 3'} fault domains on "
                     f"Azure, got {self.fault_domains}"
                 )
         if not self.required.percent and self.required.value > self.instances:

@@ -135,7 +135,7 @@ def test_max_spreading_reports_no_fault_domain() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"fault_domains": 5}, "regional Flexible scale set has 1 or 2 or 3 fault domains"),
+        ({"fault_domains": 5}, "regional Flexible scale set has 1, 2 or 3 fault domains"),
         ({"fault_domains": 2, "zones": ("1", "2")}, "zonal Flexible scale set has 1 fault"),
         ({"orchestration": "Elastic"}, "expected one of Uniform, Flexible"),
     ],
@@ -355,3 +355,21 @@ def test_surge_replaces_members_with_new_named_vms(emu: Emulated) -> None:
     names = {i["instance_id"] for i in after["instances"]}
     assert len(names) == 12 and after["counts"] == {"latest": 12}
     assert all(NAME.match(n) for n in names) and names != before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--orchestration", "Bogus"], "error: --orchestration: expected one of Uniform, Flexible"),
+        (
+            ["--orchestration", "Flexible", "--fault-domains", "5"],
+            "error: --fault-domains: a regional Flexible scale set has 1, 2 or 3 fault domains",
+        ),
+    ],
+)
+def test_emulate_refuses_a_flexible_set_azure_would_not_create(
+    args: list[str], message: str
+) -> None:
+    result = run_cli("emulate", "--port", "0", *args)
+    assert result.returncode == 2
+    assert result.stderr.startswith(message) and len(result.stderr.splitlines()) == 1
