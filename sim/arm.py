@@ -1740,6 +1740,15 @@ class ArmEmulator:
         op = self._new_operation(kind, request, wait, targets)
         if action == "delete":
             self.ss.delete_instances(targets)
+            # Deleting instances (VirtualMachineScaleSets_DeleteInstances, or one
+            # VM's DELETE) lowers the scale set's sku.capacity by as many: the
+            # Azure cluster-autoscaler decrements its cached capacity by
+            # len(instanceIDs) right after DeleteInstances for that reason
+            # (kubernetes/autoscaler cluster-autoscaler/cloudprovider/azure/
+            # azure_scale_set.go, PR #3277; PR #3510: "VMSS new goal capacity"
+            # after delete calls). Without this the stored capacity stays high
+            # and the next PATCH (merged over it) scales the set out again.
+            _obj(self.doc, "sku")["capacity"] = len(self.ss.instances)
         elif action in ("manualupgrade", "reimage", "reimageall"):
             (self.ss.start_upgrade if action == "manualupgrade" else self.ss.reimage)(targets)
         elif action == "start":
