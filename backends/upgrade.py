@@ -30,6 +30,7 @@ from ..engine.rollout import (
 from ..strategies.base import Strategy
 from ..strategies.registry import make
 from .realtime import PollInterval, run
+from .resume import ResumePoint
 
 PolicyAction = Literal["manual", "automatic", "switch-to-manual", "native-rolling"]
 
@@ -109,6 +110,7 @@ def execute(
     resume: RolloutRecord | None = None,
     previous: ModelVersion | None = None,
     finishing_rollback: str | None = None,
+    resumed: ResumePoint | None = None,
 ) -> UpgradeResult:
     """Run the rollout, journaling every event as it happens.
 
@@ -159,6 +161,7 @@ def execute(
             previous=previous,
             strategy=strategy,
             finishing_rollback=finishing_rollback,
+            resumed=resumed,
         )
     except InputError as exc:
         if resume is None and not getattr(backend, "changed", True):
@@ -209,6 +212,7 @@ def _drive(
     previous: ModelVersion | None,
     strategy: Strategy,
     finishing_rollback: str | None = None,
+    resumed: ResumePoint | None = None,
 ) -> UpgradeResult:
     if action == "native-rolling":
         outcome = follow_rolling(
@@ -230,6 +234,8 @@ def _drive(
         request.options,
         listener=on_event,
         previous=previous,
+        # pacing goes on where it stopped: the rest of a bake counts from now
+        resumed=None if resumed is None else resumed.at(wall()),
     )
     switched = False
     etag = scale_set.etag

@@ -60,6 +60,7 @@ from .sweep import study_progress
 
 if TYPE_CHECKING:
     from ..backends.azure import AzureBackend
+    from ..backends.resume import ResumePoint
 
 AZURE_EXTRA = "this command needs the Azure SDK: pip install 'vmss-rollout[azure]'"
 TARGET_PANEL = "Target model"
@@ -670,6 +671,7 @@ def _run_upgrade(
     resume: RolloutRecord | None = None,
     previous: ModelVersion | None = None,
     finishing_rollback: str | None = None,
+    resumed: ResumePoint | None = None,
 ) -> None:
     from ..backends.upgrade import (
         UpgradeRequest,
@@ -742,6 +744,7 @@ def _run_upgrade(
                 resume=resume,
                 previous=previous,
                 finishing_rollback=finishing_rollback,
+                resumed=resumed,
             )
     except KeyboardInterrupt:
         record = journal.active(backend.scale_set_id)
@@ -839,6 +842,8 @@ def resume(
         options = dataclasses.replace(
             options, on_failure="freeze", max_unhealthy=100.0, max_unhealthy_upgraded=100.0
         )
+    from ..backends.resume import resume_point
+
     _run_upgrade(
         backend,
         scale_set,
@@ -856,6 +861,8 @@ def resume(
         resume=record,
         previous=previous,
         finishing_rollback=rollback,
+        # pacing and surge go on where the journal says they stopped
+        resumed=resume_point(book, record),
     )
 
 
