@@ -415,29 +415,53 @@ class Rollout:
 
     def _surge_found(self, resumed: Resumed | None, target: ModelVersion) -> dict[str, str]:
         """Surge replacements a stopped run asked for that exist: the journaled
-        pairs whose two instances are both still there, then, for the scope
-        instances whose replacement was asked for but never seen, the newest
-        instances on the target that the journal does not name (Azure gives new
-        instances higher ids; the engine pairs in the same order)."""
+        pairs whose two instances are both still there (the old one not on the
+        target, the new one on it), then, for the scope instances whose
+        replacement was asked for but never seen, the newest instances on the
+        target that the journal does not name and whose ids are above every
+        instance not on the target (Azure numbers new instances upwards, and the
+        engine pairs them in that order; an instance on the target before the
+        rollout has a lower id than the ones it replaces)."""
         if resumed is None:
             return {}
+        fleet = self.fleet
+
+        def usable(owner: str, new: str) -> bool:
+            return (
+                owner in fleet
+                and new in fleet
+                and not runs(fleet[owner], target)
+                and fleet[new].model == target
+            )
+
         found: dict[str, str] = {}
         for owner, new in resumed.replacements:
             found.pop(owner, None)
-            if owner in self.fleet and new in self.fleet:
+            if usable(owner, new):
                 found[owner] = new
-        waiting = [i for i in resumed.requested if i in self.fleet and i not in found]
+        waiting = [i for i in resumed.requested if i in fleet and i not in found]
         if waiting:
             taken = set(found.values())
+            floor = max(
+                (instance_sort_key(i) for i, inst in fleet.items() if inst.model != target),
+                default=(0, -1),
+            )
             unknown = sorted(
                 (
                     iid
-                    for iid, inst in self.fleet.items()
-                    if iid not in resumed.known and iid not in taken and inst.model == target
+                    for iid, inst in fleet.items()
+                    if iid not in resumed.known
+                    and iid not in taken
+                    and inst.model == target
+                    and instance_sort_key(iid) > floor
                 ),
                 key=instance_sort_key,
             )[-len(waiting) :]
-            found.update(zip(waiting, unknown, strict=False))
+            found.update(
+                (owner, new)
+                for owner, new in zip(waiting, unknown, strict=False)
+                if usable(owner, new)
+            )
         return found
 
     def _resumed_stops(self, resumed: Resumed) -> deque[int]:

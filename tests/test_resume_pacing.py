@@ -347,6 +347,46 @@ def test_surge_uses_the_replacements_it_finds() -> None:
     assert wave.instances == ("4", "5", "6")
 
 
+def test_surge_takes_no_instance_that_was_on_the_target_before() -> None:
+    """'1' ran the target before the rollout (never named by the journal) and
+    '0' asked for a replacement that never came: '1' is not taken for it."""
+    instances = [Instance(str(i), i % 5, i % 3, model=OLD) for i in range(N)]
+    instances[1] = instances[1].evolve(model=NEW)
+    rollout = Rollout(
+        NEW,
+        NEW,
+        instances,
+        make("surge"),
+        EngineOptions(),
+        previous=OLD,
+        resumed=Resumed(scope_size=N - 1, requested=("0",), known=frozenset({"0"})),
+    )
+    assert rollout.step(0.0).actions == (AddInstances(1),)
+    assert not [e for e in rollout.events if e.kind is EventKind.SURGE_CREATED]
+
+
+def test_finishing_a_surge_rollback_rolls_back_the_forward_replacements() -> None:
+    """Killed while rolling back: '10' was created for '0' on the bad model
+    ('0' still serves on the old one); the rollback (target: the old model)
+    must bring '10' back, not take the forward pair for one of its own."""
+    instances = [Instance(str(i), i % 5, i % 3, model=OLD) for i in range(N)]
+    instances.append(Instance("10", 0, 0, model=NEW))
+    rollout = Rollout(
+        OLD,
+        OLD,
+        instances,
+        make("surge"),
+        EngineOptions(),
+        previous=OLD,
+        resumed=Resumed(
+            scope_size=1, paced=False, replacements=(("0", "10"),), known=frozenset({"0", "10"})
+        ),
+    )
+    assert rollout.step(0.0).actions == (AddInstances(1),)
+    wave = next(e for e in rollout.events if e.kind is EventKind.WAVE_STARTED)
+    assert wave.instances == ("10",)
+
+
 # --------------------------------------------------------------------------- end to end
 # The CLI against the ARM emulator through the real SDK: `upgrade --canary 1
 # --checkpoints 50 --bake 1h` is killed (SIGKILL) while its canary bakes; the
