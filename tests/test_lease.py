@@ -124,9 +124,12 @@ def test_a_second_operator_with_another_journal_is_refused_mid_rollout(
     assert lease is not None and lease.state == "released" and lease.rollout_id == a_id
 
 
-def test_two_operators_at_the_same_moment_only_one_rolls(emu: Emulated, tmp_path: Path) -> None:
-    """Both start together with different targets and journals: the lease, written
-    under If-Match, lets exactly one through; the other exits 2."""
+@pytest.mark.parametrize("targets", [("5.0.0", "6.0.0"), ("5.0.0", "5.0.0")], ids=["other", "same"])
+def test_two_operators_at_the_same_moment_only_one_rolls(
+    emu: Emulated, tmp_path: Path, targets: tuple[str, str]
+) -> None:
+    """Both start together with their own journals: the lease, written under
+    If-Match, lets exactly one through; the other exits 2."""
     procs = [
         subprocess.Popen(
             upgrade_args(emu, target, tmp_path / f"{who}.sqlite", "--strategy", "batch:size=5"),
@@ -135,12 +138,12 @@ def test_two_operators_at_the_same_moment_only_one_rolls(emu: Emulated, tmp_path
             stderr=subprocess.PIPE,
             text=True,
         )
-        for who, target in (("a", "5.0.0"), ("b", "6.0.0"))
+        for who, target in zip("ab", targets, strict=True)
     ]
     results = [(p.wait(timeout=180), *p.communicate()) for p in procs]
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 2], [err for _, _, err in results]
-    winner = "5.0.0" if results[0][0] == 0 else "6.0.0"
+    winner = targets[0] if results[0][0] == 0 else targets[1]
     loser_err = next(err for code, _, err in results if code == 2)
     assert len(error_lines(loser_err)) == 1 and "Traceback" not in loser_err
     state = emu.state()
@@ -426,3 +429,89 @@ def test_a_tags_only_patch_leaves_instances_on_the_latest_model(emu: Emulated) -
     after = emu.state()
     assert after["etag"] != before["etag"]  # the write moved the etag
     assert after["instances"] == before["instances"]
+
+
+# --------------------------------------------------------------------------- heartbeat, take-over
+
+
+def _write_lease(emu: Emulated, value: str) -> None:
+    from azure.mgmt.compute.models import VirtualMachineScaleSetUpdate
+
+    with emu.sdk() as client:
+        client.virtual_machine_scale_sets.begin_update(
+            RG,
+            emu.name,
+            VirtualMachineScaleSetUpdate({"tags": {TAG: value, "team": "web"}}),
+        ).result()
+
+
+def test_the_heartbeat_renews_the_lease_while_the_rollout_runs(emu: Emulated) -> None:
+    beats: list[float] = []
+
+    def on_line(line: str, proc: subprocess.Popen[str]) -> None:
+        if "wave_completed" in line:
+            lease = LeaseInfo.parse(lease_tags(emu))
+            assert lease is not None
+            if lease.state == "running":  # (the last line may come after the release)
+                beats.append(lease.beat)
+
+    saved = emu.env.get("VMSS_ROLLOUT_LEASE_TTL")
+    emu.env["VMSS_ROLLOUT_LEASE_TTL"] = "2"  # renewed every 0.4 s
+    try:
+        code, output = emu.watch_upgrade(*SLOW, on_line=on_line)
+    finally:
+        emu.env.pop("VMSS_ROLLOUT_LEASE_TTL")
+        if saved is not None:
+            emu.env["VMSS_ROLLOUT_LEASE_TTL"] = saved
+    assert code == 0, output
+    assert len(beats) >= 2 and beats[-1] > beats[0]  # renewed between waves (2 s pauses)
+    tags = lease_tags(emu)
+    assert LeaseInfo.parse(tags).state == "released"  # type: ignore[union-attr]
+
+
+def test_an_expired_lease_of_another_machine_needs_take_over(emu: Emulated) -> None:
+    old = "2026-01-01T00:00:00Z"
+    _write_lease(emu, f"r-elsewhere;ops@elsewhere:7;{old};{old};300;running")
+    refused, _ = emu.upgrade("--strategy", "batch:size=5")
+    assert refused.returncode == 2
+    [line] = error_lines(refused.stderr)
+    assert "r-elsewhere" in line and "expired" in line and "--take-over" in line
+    assert ":1.0.0 (" in emu.state()["model"]
+    taken, data = emu.upgrade("--strategy", "batch:size=5", "--take-over")
+    assert taken.returncode == 0 and data["completed"], taken.stderr
+    tags = lease_tags(emu)
+    assert tags["team"] == "web"  # the other tags were sent back
+    assert LeaseInfo.parse(tags).rollout_id == data["rollout"]["id"]  # type: ignore[union-attr]
+
+
+def test_a_live_lease_of_another_machine_is_never_taken_over(emu: Emulated) -> None:
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    _write_lease(emu, f"r-elsewhere;ops@elsewhere:7;{now};{now};300;running")
+    emu.admin("reset-counts", {})
+    refused, _ = emu.upgrade("--strategy", "batch:size=5", "--take-over")
+    assert refused.returncode == 2
+    [line] = error_lines(refused.stderr)
+    assert "is leased" in line and "ops@elsewhere:7" in line
+    assert emu.writes() == 0
+
+
+def test_on_policy_rolling_a_failed_platform_upgrade_is_not_restarted_by_the_lease(
+    rolling: Emulated,
+) -> None:
+    """azure-rolling with a bad image: the platform's rolling upgrade stops on
+    its gate with instances off the model; releasing the lease then would be a
+    generic model update that restarts it, so the lease is left to expire."""
+    emu = rolling
+    emu.faults(bad_image=True)
+    result, _ = emu.upgrade("--strategy", "azure-rolling", "--health-timeout", "5s")
+    assert result.returncode == 1, result.stderr
+    state = emu.state()
+    assert state["rolling_upgrade"] not in (None, "RollingForward")
+    assert "the lease stays until it expires" in result.stderr
+    touched = _on_target(state, f"{emu.version}.0.0")
+    for _ in range(50):
+        again = emu.state()
+        assert again["rolling_upgrade"] == state["rolling_upgrade"]
+        assert _on_target(again, f"{emu.version}.0.0") == touched
