@@ -377,7 +377,8 @@ class AzureBackend:
         )
 
     def write_tags(self, tags: dict[str, str], etag: str | None) -> str | None:
-        """PATCH the scale set's ``tags`` (the whole map: ARM's PATCH replaces it)
+        """PATCH the scale set's ``tags`` (the whole map, so that it is right whether
+        the map is replaced or merged)
         under If-Match on ``etag``; a 412 is a :class:`ConcurrencyError`. Tags are
         not part of ``virtualMachineProfile``, so instances stay on the latest
         model. Not counted as a change of the scale set (:attr:`changed`).

@@ -9,9 +9,12 @@ each other's rollouts in it. The lease lives on the scale set itself, as a tag
 (times ISO 8601 UTC; ``state`` ``running``, ``stopped`` or ``released``) and a
 second tag, :data:`TARGET_TAG`, with the rollout's target model (Azure allows
 256 characters per tag value; a longer target is cut). Every write is a PATCH
-of the whole ``tags`` map (ARM's PATCH replaces it, so the other tags are sent
-back unchanged) under If-Match on the etag just read: of two operators racing
-for the lease one gets 412, reads again and finds the other's lease.
+of the whole ``tags`` map, the other tags sent back unchanged (right whether
+the resource provider replaces the map or merges it as a JSON merge patch, as
+ARM's guidelines ask of PATCH bodies: Azure/azure-openapi-validator
+docs/consistent-patch-properties.md), under If-Match on the etag just read: of
+two operators racing for the lease one gets 412, reads again and finds the
+other's lease.
 
 - ``running``: a process drives the rollout and renews the heartbeat every
   ``ttl / 5`` seconds. It blocks every other ``upgrade`` and ``resume`` while
@@ -22,10 +25,10 @@ for the lease one gets 412, reads again and finds the other's lease.
 - ``stopped``: the rollout is unfinished (Ctrl-C, SIGTERM, ``--no-wait``, an
   Azure error) and no process drives it. It blocks a new ``upgrade`` (which
   names it, with ``resume`` and ``abandon``) unless ``--take-over``.
-- ``released``: the rollout ended (completed, halted, abandoned). The emulator
-  merges PATCHed tags key by key instead of replacing the map as ARM does, so
-  a lease is released by rewriting its value, never by leaving the key out:
-  that works on both.
+- ``released``: the rollout ended (completed, halted, abandoned). A lease is
+  released by rewriting its value, never by leaving the key out: the emulator
+  merges PATCHed tags key by key and ignores ``null``, so only a rewrite works
+  under every semantics.
 
 Tags are not part of ``virtualMachineProfile``, so a tags-only change does not
 mark instances as off the latest model (``latestModelApplied`` "Specifies
@@ -195,7 +198,7 @@ class LeaseBackend(Protocol):
 
     def rolling_upgrade_status(self) -> dict[str, Any] | None: ...
 
-    def known_instances(self) -> list[Instance]: ...
+    def list_instances(self) -> list[Instance]: ...
 
     @property
     def tags(self) -> dict[str, str]: ...
@@ -337,7 +340,7 @@ class Lease:
         the platform's rolling upgrade (see the module's docstring)."""
         if scale_set.upgrade_mode is not UpgradeMode.ROLLING:
             return True
-        if all(i.latest_model_applied for i in self.backend.known_instances()):
+        if all(i.latest_model_applied for i in self.backend.list_instances()):
             return True
         status = self.backend.rolling_upgrade_status() or {}
         code = str((status.get("properties") or {}).get("runningStatus", {}).get("code") or "")
@@ -362,8 +365,9 @@ class Lease:
                     return True  # not ours any more: leave it
                 if not self.safe_to_write(scale_set):
                     self.note = (
-                        f"the lease stays until it expires ({self.ttl:g}s): writing it now "
-                        "would restart the platform's rolling upgrade"
+                        f"the lease of rollout {self.rollout_id} stays until it expires "
+                        f"({self.ttl:g}s): writing it now would restart the platform's rolling "
+                        "upgrade; the next rollout needs --take-over"
                     )
                     return False
                 info = replace(current, beat=self.wall(), state=state)
@@ -546,6 +550,9 @@ class LeasedBackend:
 
     def known_instances(self) -> list[Instance]:
         return list(self.inner.known_instances())
+
+    def list_instances(self) -> list[Instance]:
+        return list(self.inner.list_instances())
 
     def write_tags(self, tags: dict[str, str], etag: str | None) -> str | None:
         new: str | None = self.inner.write_tags(tags, etag)

@@ -60,6 +60,8 @@ class ScaleSetBackend(Backend, Protocol):
 
     def known_instances(self) -> list[Instance]: ...
 
+    def list_instances(self) -> list[Instance]: ...
+
     def write_tags(self, tags: dict[str, str], etag: str | None) -> str | None: ...
 
     def set_upgrade_mode(
@@ -225,6 +227,28 @@ def execute(
     except KeyboardInterrupt:
         end = ""  # a second Ctrl-C stops at once: no more requests
         raise
+    except LeaseLost as exc:
+        # following the platform's rolling upgrade (the engine's own driver
+        # handles this in _drive): the model changed under it or the lease was taken
+        end = "released"
+        reason = f"halted at once: {exc}"
+        record = journal.finish(record.id, "halted", reason, wall())
+        now = time.monotonic()
+        outcome = Outcome(
+            completed=False,
+            halted=True,
+            reason=reason,
+            rolled_back=False,
+            interrupted=False,
+            scope=0,
+            upgraded=record.upgraded,
+            unhealthy=0,
+            failed=record.failed,
+            gone=0,
+            started_at=now,
+            finished_at=now,
+        )
+        return UpgradeResult(record, outcome, action)
     except JournalError as exc:
         if not getattr(backend, "changed", True):
             end = "released"
@@ -390,7 +414,7 @@ def _after_switch(
             f"platform roll the remaining instances); once it has ended, restore it with {manual}"
         ]
     etag = backend.read_scale_set().etag
-    fleet = backend.known_instances()
+    fleet = backend.list_instances()
     settled = all(i.latest_model_applied for i in fleet)
     if not (outcome.completed or outcome.rolled_back) or not settled:
         return [

@@ -541,7 +541,6 @@ class Journal:
             # another file is there now: keep it, write ours beside it
             self.path = self.path.with_name(f"{self.path.name}.{os.getpid()}.recovered")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             copy = self.path.with_name(self.path.name + ".recreate")
             copy.unlink(missing_ok=True)
             _prepare_file(copy)

@@ -139,18 +139,25 @@ def test_adopt_refuses_while_the_recorded_driver_is_alive(tmp_path: Path) -> Non
         assert adopted.driver == "me@here:42" and adopted.state == "running"
 
 
-def test_a_deleted_journal_is_re_created_with_the_record_and_a_warning(tmp_path: Path) -> None:
-    path = tmp_path / "j.sqlite"
+@pytest.mark.parametrize("what", ["file", "directory"])
+def test_a_deleted_journal_is_re_created_with_the_record_and_a_warning(
+    tmp_path: Path, what: str
+) -> None:
+    path = tmp_path / "state" / "j.sqlite"
     warnings: list[str] = []
     with Journal(path, on_warning=warnings.append) as journal:
         rid = start(journal)
         journal.mark_interrupted(rid, "x", T0 + 1)
-        path.unlink()
+        if what == "file":
+            path.unlink()
+        else:
+            shutil.rmtree(path.parent)
         journal.adopt(rid, T0 + 2)  # the next write notices and re-creates the file
         assert path.exists() and len(warnings) == 1
         assert "deleted while in use" in warnings[0] and rid in warnings[0]
         journal.finish(rid, "completed", "", T0 + 3)
     assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
     with Journal(path) as again:
         assert again.check()
         record = again.get(rid)

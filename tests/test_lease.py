@@ -151,32 +151,33 @@ def test_two_operators_at_the_same_moment_only_one_rolls(
     assert_once(emu)
 
 
+def _change_model_behind(emu: Emulated, version: str) -> None:
+    """Another tool (no lease, no vmss-rollout) sets the image version."""
+    from azure.mgmt.compute.models import VirtualMachineScaleSetUpdate
+
+    with emu.sdk() as client:
+        vmss = client.virtual_machine_scale_sets.get(RG, emu.name).as_dict()
+        ref = vmss["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"]
+        ref["version"] = version
+        body = {
+            "properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": ref}}}
+        }
+        client.virtual_machine_scale_sets.begin_update(
+            RG, emu.name, VirtualMachineScaleSetUpdate(body)
+        ).result()
+
+
 def test_a_model_changed_under_a_running_rollout_halts_it_at_once(
     emu: Emulated, tmp_path: Path
 ) -> None:
     """Someone else (another tool, no lease) changes the model mid-rollout: the
     rollout halts at once with the reason, exit 1; it starts no more upgrades."""
-    from azure.mgmt.compute.models import VirtualMachineScaleSetUpdate
-
     changed: list[int] = []
 
     def on_line(line: str, proc: subprocess.Popen[str]) -> None:
         if "wave_completed" in line and not changed:
             changed.append(sum(emu.upgrade_requests().values()))
-            with emu.sdk() as client:
-                vmss = client.virtual_machine_scale_sets.get(RG, emu.name).as_dict()
-                ref = vmss["properties"]["virtualMachineProfile"]["storageProfile"][
-                    "imageReference"
-                ]
-                ref["version"] = "9.0.0"
-                body = {
-                    "properties": {
-                        "virtualMachineProfile": {"storageProfile": {"imageReference": ref}}
-                    }
-                }
-                client.virtual_machine_scale_sets.begin_update(
-                    RG, emu.name, VirtualMachineScaleSetUpdate(body)
-                ).result()
+            _change_model_behind(emu, "9.0.0")
 
     code, output = emu.watch_upgrade(
         *SLOW, "--journal", str(tmp_path / "a.sqlite"), on_line=on_line, target="7.0.0"
@@ -509,7 +510,7 @@ def test_on_policy_rolling_a_failed_platform_upgrade_is_not_restarted_by_the_lea
     assert result.returncode == 1, result.stderr
     state = emu.state()
     assert state["rolling_upgrade"] not in (None, "RollingForward")
-    assert "the lease stays until it expires" in result.stderr
+    assert "stays until it expires" in result.stderr and "--take-over" in result.stderr
     touched = _on_target(state, f"{emu.version}.0.0")
     for _ in range(50):
         again = emu.state()
