@@ -139,6 +139,7 @@ def execute(
     resumed: ResumePoint | None = None,
     take_over: bool = False,
     warn: Callable[[str], None] | None = None,
+    restore_rolling: bool = False,
 ) -> UpgradeResult:
     """Run the rollout, journaling every event as it happens, under a lease on
     the scale set (:mod:`.lease`): taken before anything changes (``take_over``:
@@ -204,6 +205,8 @@ def execute(
 
     end = "stopped"
     try:
+        if action == "switch-to-manual":
+            journal.note(record.id, POLICY_SWITCHED, "upgrade policy Rolling -> Manual", wall())
         result = _drive(
             leased,
             scale_set,
@@ -220,6 +223,7 @@ def execute(
             strategy=strategy,
             finishing_rollback=finishing_rollback,
             resumed=resumed,
+            restore_rolling=restore_rolling,
         )
         if not result.outcome.interrupted and not result.started_only:
             end = "released"
@@ -319,6 +323,7 @@ def _drive(
     strategy: Strategy,
     finishing_rollback: str | None = None,
     resumed: ResumePoint | None = None,
+    restore_rolling: bool = False,
 ) -> UpgradeResult:
     if action == "native-rolling":
         outcome = follow_rolling(
@@ -372,11 +377,11 @@ def _drive(
             outcome, completed=False, halted=True, interrupted=False, reason=halt
         )
     unfinished = bool(halt) is False and request.no_wait and not rollout.finished
-    notes = (
-        _after_switch(backend, outcome, unfinished, interval or PollInterval())
-        if action == "switch-to-manual"
-        else []
-    )
+    notes: list[str] = []
+    if action == "switch-to-manual" or restore_rolling:
+        notes, restored = _after_switch(backend, outcome, unfinished, interval or PollInterval())
+        if restored:
+            journal.note(record.id, POLICY_RESTORED, notes[0], wall())
     if unfinished:
         record = journal.mark_interrupted(record.id, "--no-wait: started, not followed", wall())
         return UpgradeResult(record, outcome, action, started_only=True, notes=notes)
@@ -385,6 +390,9 @@ def _drive(
     return result
 
 
+#: journal events: the rollout switched the policy Rolling -> Manual, and restored it
+POLICY_SWITCHED = "policy-switched"
+POLICY_RESTORED = "policy-restored"
 #: seconds to watch the restore of policy Rolling before leaving it to the operator
 RESTORE_WATCH_S = 60.0
 
@@ -396,14 +404,16 @@ def _after_switch(
     interval: PollInterval,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
-) -> list[str]:
-    """``--switch-to-manual``, once the rollout stopped: restore Rolling only
+) -> tuple[list[str], bool]:
+    """``--switch-to-manual``, once the rollout stopped (also a resumed one that
+    switched, per its journal): restore Rolling only
     when no instance would be left for the platform to roll (completed, or
     rolled back with every instance on the previous model): with instances off
     the latest model, Rolling starts the platform's own rolling upgrade, which
     would undo a freeze. The restore is a long-running operation on Azure
     (as long as any platform upgrade it starts): it is watched for a bounded
-    time, never waited on."""
+    time, never waited on. Returns the notes for the operator, and whether
+    Rolling was restored."""
     manual = (
         f"`az vmss update -g {getattr(backend, 'resource_group', 'RG')} -n "
         f"{getattr(backend, 'name', 'NAME')} --set upgradePolicy.mode=Rolling`"
@@ -411,8 +421,9 @@ def _after_switch(
     if unfinished or outcome.interrupted:
         return [
             "upgrade policy left Manual while the rollout is unfinished (Rolling would let the "
-            f"platform roll the remaining instances); once it has ended, restore it with {manual}"
-        ]
+            "platform roll the remaining instances); `vmss-rollout resume` restores it when the "
+            f"rollout completes, or restore it yourself with {manual}"
+        ], False
     etag = backend.read_scale_set().etag
     fleet = backend.list_instances()
     settled = all(i.latest_model_applied for i in fleet)
@@ -421,7 +432,20 @@ def _after_switch(
             "upgrade policy left Manual after the halt (it was Rolling): restoring it now would "
             "start the platform's own rolling upgrade of the instances off the model; when you "
             f"have decided, restore it with {manual}"
-        ]
+        ], False
+    return restore_rolling(backend, etag, interval, sleep, clock), True
+
+
+def restore_rolling(
+    backend: ScaleSetBackend,
+    etag: str | None,
+    interval: PollInterval,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[str]:
+    """Set policy Rolling back (under If-Match on ``etag``) and watch the scale
+    set for up to :data:`RESTORE_WATCH_S` seconds: a long-running operation on
+    Azure, never waited on."""
     backend.set_upgrade_mode(UpgradeMode.ROLLING.value, etag)
     deadline = clock() + RESTORE_WATCH_S
     while clock() < deadline:
@@ -575,5 +599,6 @@ def summary(result: UpgradeResult, counts: dict[str, Any]) -> dict[str, Any]:
         "upgraded": o.upgraded,
         "failed": o.failed + o.unhealthy,
         "policy": result.action,
+        "notes": list(result.notes),
         "requests": counts,
     }

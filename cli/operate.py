@@ -31,7 +31,14 @@ from ..engine.journal import (
     model_from_dict,
     refuse_live_driver,
 )
-from ..engine.model import Health, Instance, ModelVersion, PowerState, ProvisioningState
+from ..engine.model import (
+    Health,
+    Instance,
+    ModelVersion,
+    PowerState,
+    ProvisioningState,
+    UpgradeMode,
+)
 from ..engine.options import EngineOptions, Scope
 from ..engine.rollout import check_scope
 from ..engine.rollout import runs as runs_model
@@ -692,6 +699,7 @@ def _run_upgrade(
     finishing_rollback: str | None = None,
     resumed: ResumePoint | None = None,
     take_over: bool = False,
+    restore_rolling: bool = False,
 ) -> None:
     from ..backends.lease import LeaseInfo, check_may_take, holder_id
     from ..backends.upgrade import (
@@ -730,6 +738,11 @@ def _run_upgrade(
             if resume.unfinished:
                 journal.finish(resume.id, "completed", "", time.time())
             release_abandoned(backend, resume.id, time.time())
+            if restore_rolling and scale_set.upgrade_mode is UpgradeMode.MANUAL:
+                from ..backends.upgrade import restore_rolling as restore
+
+                for note in restore(backend, backend.read_scale_set().etag, interval):
+                    err.print(note, soft_wrap=True, markup=False)
         if json:
             output.print_json(
                 {
@@ -781,6 +794,7 @@ def _run_upgrade(
                 resumed=resumed,
                 take_over=take_over,
                 warn=lambda text: err.print(f"warning: {text}", soft_wrap=True, markup=False),
+                restore_rolling=restore_rolling,
             )
     except KeyboardInterrupt:
         record = journal.active(backend.scale_set_id)
@@ -922,7 +936,16 @@ def resume(
         finishing_rollback=rollback,
         # pacing and surge go on where the journal says they stopped
         resumed=resume_point(book, record),
+        restore_rolling=_switched_to_manual(book, record),
     )
+
+
+def _switched_to_manual(book: Journal, record: RolloutRecord) -> bool:
+    """The rollout set policy Manual (--switch-to-manual) and has not restored Rolling."""
+    from ..backends.upgrade import POLICY_RESTORED, POLICY_SWITCHED
+
+    kinds = [e["kind"] for e in book.events(record.id)]
+    return POLICY_SWITCHED in kinds and POLICY_RESTORED not in kinds
 
 
 def _pick(

@@ -829,6 +829,14 @@ class Journal:
             (rollout_id, attempt, kind, detail, now),
         )
 
+    def note(self, rollout_id: str, kind: str, detail: str, now: float) -> None:
+        """Record a journal event of the caller's own ``kind`` (e.g. the upgrade
+        policy switched for the rollout), in the attempt this object drives."""
+        now = _time(now, "now")
+        with self._write() as db:
+            _, attempt = self._writable(db, rollout_id)
+            self._journal_event(db, rollout_id, attempt, kind, detail, now)
+
     def finish(self, rollout_id: str, state: str, reason: str, now: float) -> RolloutRecord:
         """End the rollout: ``state`` is "completed", "halted", "failed" or
         "interrupted" (as :meth:`mark_interrupted`)."""
