@@ -274,7 +274,14 @@ class Lease:
                 self.etag = write(info.tags(self._others()), etag)
             except ConcurrencyError:
                 # someone wrote meanwhile (or our own lost answer went through)
-                etag = self.backend.read_scale_set().etag
+                fresh = self.backend.read_scale_set()
+                if fresh.model not in self.allowed:
+                    # the new etag must not launder a model change the plan did not see
+                    raise InputError(
+                        f"the model of {self.backend.where} changed since it was read (now "
+                        f"{fresh.model}); nothing changed: run the command again"
+                    ) from None
+                etag = fresh.etag
                 mine = LeaseInfo.parse(self.backend.tags)
                 if mine is not None and (mine.rollout_id, mine.holder, mine.state) == (
                     self.rollout_id,

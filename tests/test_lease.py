@@ -534,3 +534,22 @@ def test_a_resumed_switch_to_manual_rollout_restores_rolling_when_it_completes(
     assert state["upgrade_mode"] == "Rolling"
     assert _on_target(state, f"{emu.version}.0.0") == 10
     assert_once(emu)
+
+
+def test_the_lease_never_launders_a_model_change_it_did_not_plan(emu: Emulated) -> None:
+    """The plan read the model; another tool changes it before the lease is
+    written: the lease's 412 re-read must not hand the rollout a fresh etag for
+    a model it never saw (its model PATCH would overwrite the change)."""
+    from vmss_rollout.backends.azure import AzureBackend, connect
+    from vmss_rollout.backends.lease import Lease
+    from vmss_rollout.engine.errors import InputError
+
+    with emu.sdk():  # the emulator's environment (CA bundle, identity endpoint)
+        client, counter = connect(emu.info["subscription"], emu.info["endpoint"])
+        backend = AzureBackend(client, RG, emu.name, counter)
+        scale_set, _ = backend.read()
+        _change_model_behind(emu, "9.0.0")
+        lease = Lease(backend, "r-plan", scale_set.model, allowed=[scale_set.model])
+        with pytest.raises(InputError, match=r"changed since it was read .*9\.0\.0"):
+            lease.acquire(scale_set)
+    assert LeaseInfo.parse(lease_tags(emu)) is None  # nothing written
