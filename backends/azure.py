@@ -495,15 +495,46 @@ class AzureBackend:
             self.read_scale_set()
         return self.vmss_json.get("etag") or etag
 
-    def set_upgrade_mode(self, mode: str) -> str | None:
-        """Switch ``upgradePolicy.mode`` (for ``--switch-to-manual`` and back)."""
-        body = VirtualMachineScaleSetUpdate({"properties": {"upgradePolicy": {"mode": mode}}})
+    def set_upgrade_mode(
+        self,
+        mode: str,
+        etag: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> str | None:
+        """Switch ``upgradePolicy.mode`` (for ``--switch-to-manual`` and back),
+        under If-Match when ``etag`` is given, with ``tags`` in the same PATCH
+        when given (the lease). Does not wait: on Azure a PATCH of a scale set is
+        a long-running operation, and restoring Rolling can last as long as the
+        platform's rolling upgrade it starts; the caller watches the scale set.
+        Returns the etag of the first answer."""
+        patch: dict[str, Any] = {"properties": {"upgradePolicy": {"mode": mode}}}
+        if tags is not None:
+            patch["tags"] = tags
+        return self._patch(
+            f"setting the upgrade policy of {self.where} to {mode}", patch, etag, write=True
+        )
+
+    def write_tags(self, tags: dict[str, str], etag: str | None) -> str | None:
+        """PATCH the scale set's ``tags`` (the whole map, so that it is right whether
+        the map is replaced or merged)
+        under If-Match on ``etag``; a 412 is a :class:`ConcurrencyError`. Tags are
+        not part of ``virtualMachineProfile``, so instances stay on the latest
+        model. Not counted as a change of the scale set (:attr:`changed`).
+        Returns the etag of the first answer (no waiting on the operation)."""
+        return self._patch(f"writing the tags of {self.where}", {"tags": tags}, etag, write=False)
+
+    def _patch(
+        self, what: str, patch: dict[str, Any], etag: str | None, *, write: bool
+    ) -> str | None:
+        extra: dict[str, Any] = {"polling": False}
+        if etag:
+            extra.update(etag=etag, match_condition=MatchConditions.IfNotModified)
         result = self._call(
-            f"setting the upgrade policy of {self.where} to {mode}",
+            what,
             lambda: self.client.virtual_machine_scale_sets.begin_update(
-                self.resource_group, self.name, body
+                self.resource_group, self.name, VirtualMachineScaleSetUpdate(patch), **extra
             ).result(),
-            write=True,
+            write=write,
         )
         if result is not None:
             self.vmss_json = result.as_dict()
@@ -555,6 +586,21 @@ class AzureBackend:
         url = headers.get("Azure-AsyncOperation") or headers.get("Location")
         if url:
             self._operations.append(_Operation(url, verb, list(ids)))
+
+    @property
+    def unique_id(self) -> str:
+        """The scale set's ``uniqueId`` as of the last read ("" before one)."""
+        return str((self.vmss_json.get("properties") or {}).get("uniqueId") or "")
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """The scale set's tags as of the last read."""
+        return dict(self.vmss_json.get("tags") or {})
+
+    @property
+    def provisioning_state(self) -> str:
+        """The scale set's ``provisioningState`` as of the last read."""
+        return str((self.vmss_json.get("properties") or {}).get("provisioningState") or "")
 
     def _instance_action(self, verb: str, ids: Sequence[str], **kwargs: Any) -> None:
         ops = self.client.virtual_machine_scale_sets

@@ -7,6 +7,7 @@ the :class:`~vmss_rollout.backends.azure.AzureBackend` interface.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from typing import Any, Literal, Protocol
 from ..engine.backend import Backend
 from ..engine.errors import BackendError, InputError
 from ..engine.events import Event, EventKind, StartUpgrade
-from ..engine.journal import Journal, RolloutRecord, model_to_dict
+from ..engine.journal import Journal, JournalError, RolloutRecord, model_from_dict, model_to_dict
 from ..engine.model import Instance, ModelVersion, ScaleSetModel, UpgradeMode
 from ..engine.options import EngineOptions, Scope
 from ..engine.rollout import (
@@ -29,7 +30,9 @@ from ..engine.rollout import (
 )
 from ..strategies.base import Strategy
 from ..strategies.registry import make
+from .lease import Lease, LeasedBackend, LeaseLost, holder_alive, holder_id
 from .realtime import PollInterval, run
+from .resume import ResumePoint
 
 PolicyAction = Literal["manual", "automatic", "switch-to-manual", "native-rolling"]
 
@@ -41,13 +44,33 @@ class ScaleSetBackend(Backend, Protocol):
     @property
     def health_source(self) -> str: ...
 
-    def set_upgrade_mode(self, mode: str) -> str | None: ...
+    @property
+    def where(self) -> str: ...
+
+    @property
+    def unique_id(self) -> str: ...
+
+    @property
+    def tags(self) -> dict[str, str]: ...
+
+    @property
+    def provisioning_state(self) -> str: ...
+
+    def read_scale_set(self) -> ScaleSetModel: ...
+
+    def known_instances(self) -> list[Instance]: ...
+
+    def list_instances(self) -> list[Instance]: ...
+
+    def write_tags(self, tags: dict[str, str], etag: str | None) -> str | None: ...
+
+    def set_upgrade_mode(
+        self, mode: str, etag: str | None = None, tags: dict[str, str] | None = None
+    ) -> str | None: ...
 
     def rolling_upgrade_status(self) -> dict[str, Any] | None: ...
 
     def cancel_rolling_upgrade(self) -> None: ...
-
-    def known_instances(self) -> list[Instance]: ...
 
 
 @dataclass(frozen=True)
@@ -95,6 +118,8 @@ class UpgradeResult:
     outcome: Outcome
     action: PolicyAction
     started_only: bool = False  # --no-wait returned after the first wave started
+    #: what the operator must know besides the outcome (the policy left Manual, ...)
+    notes: list[str] = field(default_factory=list)
 
 
 def execute(
@@ -111,8 +136,16 @@ def execute(
     resume: RolloutRecord | None = None,
     previous: ModelVersion | None = None,
     finishing_rollback: str | None = None,
+    resumed: ResumePoint | None = None,
+    take_over: bool = False,
+    warn: Callable[[str], None] | None = None,
+    restore_rolling: bool = False,
 ) -> UpgradeResult:
-    """Run the rollout, journaling every event as it happens.
+    """Run the rollout, journaling every event as it happens, under a lease on
+    the scale set (:mod:`.lease`): taken before anything changes (``take_over``:
+    replace a stopped or expired lease of another rollout), renewed while the
+    rollout runs, released when it ends, left "stopped" while it is unfinished.
+    A model change by someone else halts it at once.
 
     ``finishing_rollback`` (the original halt reason): a resumed rollout that was
     rolling back; ``request.target`` is then the previous model, and a run that
@@ -128,8 +161,9 @@ def execute(
     strategy = make(request.strategy)
     if resume is None:
         check_request(scale_set, instances, request)
+    holder = holder_id()
     if resume is not None:
-        record = journal.adopt(resume.id, wall())
+        record = journal.adopt(resume.id, wall(), driver=holder, is_alive=driver_alive)
     else:
         record = journal.start(
             scale_set_id=backend.scale_set_id,
@@ -138,16 +172,43 @@ def execute(
             strategy=request.strategy,
             options=request.options.to_mapping(),
             now=wall(),
+            unique_id=backend.unique_id,
+            driver=holder,
         )
+    allowed = [request.target, previous or scale_set.model, scale_set.model]
+    if resume is not None:
+        allowed.append(model_from_dict(resume.target_model))
+    lease = Lease(backend, record.id, request.target, allowed=allowed, holder=holder, wall=wall)
+    try:
+        lease.acquire(
+            scale_set,
+            take_over=take_over,
+            resuming=resume is not None,
+            write=(
+                (lambda tags, etag: backend.set_upgrade_mode(UpgradeMode.MANUAL.value, etag, tags))
+                if action == "switch-to-manual"
+                else None
+            ),
+        )
+    except (InputError, BackendError) as exc:
+        if resume is None:
+            journal.finish(record.id, "failed", f"nothing changed: {exc}", wall())
+        else:
+            journal.mark_interrupted(record.id, f"not resumed: {exc}", wall())
+        raise
+    leased = LeasedBackend(backend, lease)
 
     def on_event(event: Event) -> None:
         journal.record_event(record.id, event, wall())
         if listener is not None:
             listener(event)
 
+    end = "stopped"
     try:
-        return _drive(
-            backend,
+        if action == "switch-to-manual":
+            journal.note(record.id, POLICY_SWITCHED, "upgrade policy Rolling -> Manual", wall())
+        result = _drive(
+            leased,
             scale_set,
             instances,
             request,
@@ -161,9 +222,50 @@ def execute(
             previous=previous,
             strategy=strategy,
             finishing_rollback=finishing_rollback,
+            resumed=resumed,
+            restore_rolling=restore_rolling,
         )
+        if not result.outcome.interrupted and not result.started_only:
+            end = "released"
+        return result
+    except KeyboardInterrupt:
+        end = ""  # a second Ctrl-C stops at once: no more requests
+        raise
+    except LeaseLost as exc:
+        # following the platform's rolling upgrade (the engine's own driver
+        # handles this in _drive): the model changed under it or the lease was taken
+        end = "released"
+        reason = f"halted at once: {exc}"
+        record = journal.finish(record.id, "halted", reason, wall())
+        now = time.monotonic()
+        outcome = Outcome(
+            completed=False,
+            halted=True,
+            reason=reason,
+            rolled_back=False,
+            interrupted=False,
+            scope=0,
+            upgraded=record.upgraded,
+            unhealthy=0,
+            failed=record.failed,
+            gone=0,
+            started_at=now,
+            finished_at=now,
+        )
+        return UpgradeResult(record, outcome, action)
+    except JournalError as exc:
+        if not getattr(backend, "changed", True):
+            end = "released"
+            raise
+        with contextlib.suppress(JournalError):
+            journal.mark_interrupted(record.id, f"journal error: {exc}", wall())
+        raise BackendError(
+            f"{exc}; the scale set was already changed: rollout {record.id} stopped; continue "
+            f"with `vmss-rollout resume {record.id}` once the journal can be written"
+        ) from None
     except InputError as exc:
         if resume is None and not getattr(backend, "changed", True):
+            end = "released"
             journal.finish(record.id, "failed", f"nothing changed: {exc}", wall())
         else:
             journal.mark_interrupted(record.id, f"stopped: {exc}", wall())
@@ -174,6 +276,15 @@ def execute(
             f"{exc}; rollout {record.id} stopped (the journal has what changed); continue "
             f"with `vmss-rollout resume {record.id}`"
         ) from None
+    finally:
+        if end and not lease.end(end) and lease.note and warn is not None:
+            warn(lease.note)
+
+
+def driver_alive(driver: str) -> bool:
+    """The journal's check of a recorded driver (``user@host:pid``): alive only
+    when known to be (on this machine); another machine's is the lease's to say."""
+    return holder_alive(driver) is True
 
 
 def check_request(
@@ -255,6 +366,8 @@ def _drive(
     previous: ModelVersion | None,
     strategy: Strategy,
     finishing_rollback: str | None = None,
+    resumed: ResumePoint | None = None,
+    restore_rolling: bool = False,
 ) -> UpgradeResult:
     if action == "native-rolling":
         outcome = follow_rolling(
@@ -276,38 +389,118 @@ def _drive(
         request.options,
         listener=on_event,
         previous=previous,
+        # pacing goes on where it stopped: the rest of a bake counts from now
+        resumed=None if resumed is None else resumed.at(wall()),
     )
-    switched = False
-    etag = scale_set.etag
+    started = [False]
+
+    def first_wave(step: Step) -> bool:
+        if any(isinstance(a, StartUpgrade) for a in step.actions):
+            started[0] = True
+        return request.no_wait and started[0]
+
+    halt = ""
     try:
-        if action == "switch-to-manual":
-            # our own change moves the etag: the model update must use the new one
-            etag = backend.set_upgrade_mode(UpgradeMode.MANUAL.value)
-            switched = True
-        started = [False]
-
-        def first_wave(step: Step) -> bool:
-            if any(isinstance(a, StartUpgrade) for a in step.actions):
-                started[0] = True
-            return request.no_wait and started[0]
-
         run(
             rollout,
             backend,
-            etag=etag,
+            etag=scale_set.etag,
             interval=interval,
             clock=time.monotonic,
             should_stop=should_stop,
             until=first_wave,
         )
-    finally:
-        if switched:
-            backend.set_upgrade_mode(UpgradeMode.ROLLING.value)
+    except LeaseLost as exc:
+        # the model changed under the rollout, or its lease was taken: going on
+        # would upgrade instances to a model it does not own; stop at once
+        halt = f"halted at once: {exc}"
+        on_event(Event(time.monotonic(), EventKind.HALTED, rollout.phase.value, detail=halt))
     outcome = rollout.outcome()
-    if request.no_wait and not rollout.finished:
+    if halt:
+        outcome = dataclasses.replace(
+            outcome, completed=False, halted=True, interrupted=False, reason=halt
+        )
+    unfinished = bool(halt) is False and request.no_wait and not rollout.finished
+    notes: list[str] = []
+    if action == "switch-to-manual" or restore_rolling:
+        notes, restored = _after_switch(backend, outcome, unfinished, interval or PollInterval())
+        if restored:
+            journal.note(record.id, POLICY_RESTORED, notes[0], wall())
+    if unfinished:
         record = journal.mark_interrupted(record.id, "--no-wait: started, not followed", wall())
-        return UpgradeResult(record, outcome, action, started_only=True)
-    return _finish(journal, record, outcome, action, wall, finishing_rollback)
+        return UpgradeResult(record, outcome, action, started_only=True, notes=notes)
+    result = _finish(journal, record, outcome, action, wall, finishing_rollback)
+    result.notes.extend(notes)
+    return result
+
+
+#: journal events: the rollout switched the policy Rolling -> Manual, and restored it
+POLICY_SWITCHED = "policy-switched"
+POLICY_RESTORED = "policy-restored"
+#: seconds to watch the restore of policy Rolling before leaving it to the operator
+RESTORE_WATCH_S = 60.0
+
+
+def _after_switch(
+    backend: ScaleSetBackend,
+    outcome: Outcome,
+    unfinished: bool,
+    interval: PollInterval,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[list[str], bool]:
+    """``--switch-to-manual``, once the rollout stopped (also a resumed one that
+    switched, per its journal): restore Rolling only
+    when no instance would be left for the platform to roll (completed, or
+    rolled back with every instance on the previous model): with instances off
+    the latest model, Rolling starts the platform's own rolling upgrade, which
+    would undo a freeze. The restore is a long-running operation on Azure
+    (as long as any platform upgrade it starts): it is watched for a bounded
+    time, never waited on. Returns the notes for the operator, and whether
+    Rolling was restored."""
+    manual = (
+        f"`az vmss update -g {getattr(backend, 'resource_group', 'RG')} -n "
+        f"{getattr(backend, 'name', 'NAME')} --set upgradePolicy.mode=Rolling`"
+    )
+    if unfinished or outcome.interrupted:
+        return [
+            "upgrade policy left Manual while the rollout is unfinished (Rolling would let the "
+            "platform roll the remaining instances); `vmss-rollout resume` restores it when the "
+            f"rollout completes, or restore it yourself with {manual}"
+        ], False
+    etag = backend.read_scale_set().etag
+    fleet = backend.list_instances()
+    settled = all(i.latest_model_applied for i in fleet)
+    if not (outcome.completed or outcome.rolled_back) or not settled:
+        return [
+            "upgrade policy left Manual after the halt (it was Rolling): restoring it now would "
+            "start the platform's own rolling upgrade of the instances off the model; when you "
+            f"have decided, restore it with {manual}"
+        ], False
+    return restore_rolling(backend, etag, interval, sleep, clock), True
+
+
+def restore_rolling(
+    backend: ScaleSetBackend,
+    etag: str | None,
+    interval: PollInterval,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[str]:
+    """Set policy Rolling back (under If-Match on ``etag``) and watch the scale
+    set for up to :data:`RESTORE_WATCH_S` seconds: a long-running operation on
+    Azure, never waited on."""
+    backend.set_upgrade_mode(UpgradeMode.ROLLING.value, etag)
+    deadline = clock() + RESTORE_WATCH_S
+    while clock() < deadline:
+        backend.read_scale_set()
+        if backend.provisioning_state.lower() != "updating":
+            return ["upgrade policy restored to Rolling"]
+        sleep(interval.next(False))
+    return [
+        f"upgrade policy Rolling requested; the scale set is still updating after "
+        f"{RESTORE_WATCH_S:g}s: follow it with `vmss-rollout status`"
+    ]
 
 
 def _finish(
@@ -484,5 +677,6 @@ def summary(result: UpgradeResult, counts: dict[str, Any]) -> dict[str, Any]:
         "upgraded": o.upgraded,
         "failed": o.failed + o.unhealthy,
         "policy": result.action,
+        "notes": list(result.notes),
         "requests": counts,
     }

@@ -24,13 +24,20 @@ from rich.text import Text
 
 from ..engine.errors import InputError
 from ..engine.events import Event, EventKind
-from ..engine.journal import Journal, RolloutRecord, model_from_dict
+from ..engine.journal import (
+    ActiveRolloutError,
+    Journal,
+    RolloutRecord,
+    model_from_dict,
+    refuse_live_driver,
+)
 from ..engine.model import (
     Health,
     Instance,
     ModelVersion,
     PowerState,
     ProvisioningState,
+    UpgradeMode,
     instance_sort_key,
 )
 from ..engine.options import EngineOptions, Scope
@@ -67,6 +74,7 @@ from .sweep import study_progress
 
 if TYPE_CHECKING:
     from ..backends.azure import AzureBackend
+    from ..backends.resume import ResumePoint
 
 AZURE_EXTRA = "this command needs the Azure SDK: pip install 'vmss-rollout[azure]'"
 TARGET_PANEL = "Target model"
@@ -538,7 +546,8 @@ def predict(
 
 
 class _Stopper:
-    """First Ctrl-C or SIGTERM: stop after the waves in flight. Second Ctrl-C: now."""
+    """First Ctrl-C or SIGTERM: stop after the waves in flight. A second Ctrl-C
+    or SIGTERM: now (so a supervisor's second SIGTERM always ends the process)."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -549,11 +558,11 @@ class _Stopper:
     @contextmanager
     def installed(self) -> Iterator[None]:
         def handler(signum: int, frame: FrameType | None) -> None:
-            if self.requested and signum == signal.SIGINT:
+            if self.requested:
                 raise KeyboardInterrupt
             self.requested = True
             output.stderr_console().print(
-                "stopping after the instances in flight (Ctrl-C again to stop at once)",
+                "stopping after the instances in flight (Ctrl-C or SIGTERM again to stop at once)",
                 style="yellow",
             )
 
@@ -659,6 +668,15 @@ def upgrade(
             rich_help_panel=AZURE_PANEL,
         ),
     ] = False,
+    take_over: Annotated[
+        bool,
+        typer.Option(
+            "--take-over",
+            help="Replace the lease of another rollout that is stopped or whose heartbeat "
+            "expired (never a live one).",
+            rich_help_panel=AZURE_PANEL,
+        ),
+    ] = False,
     poll_interval: PollEvery = "5:30",
     journal: JournalPath = None,
     subscription: Subscription = None,
@@ -670,7 +688,9 @@ def upgrade(
     model, run the waves with a live view, and journal every step.
 
     Ctrl-C (or SIGTERM) stops after the instances in flight and prints how to
-    resume; a second Ctrl-C stops at once.
+    resume; a second one stops at once. One rollout per scale set: a lease on
+    the scale set (a tag) and the journal refuse a second one while another is
+    running or unfinished.
     """
     flags = locals()
     spec = strategy.strip()
@@ -694,6 +714,7 @@ def upgrade(
         allow_automatic=allow_automatic,
         switch_to_manual=switch_to_manual,
         json=json,
+        take_over=take_over,
     )
 
 
@@ -715,7 +736,11 @@ def _run_upgrade(
     resume: RolloutRecord | None = None,
     previous: ModelVersion | None = None,
     finishing_rollback: str | None = None,
+    resumed: ResumePoint | None = None,
+    take_over: bool = False,
+    restore_rolling: bool = False,
 ) -> None:
+    from ..backends.lease import LeaseInfo, check_may_take, holder_id
     from ..backends.upgrade import (
         UpgradeRequest,
         check_request,
@@ -729,9 +754,34 @@ def _run_upgrade(
     # retries of failed calls back off from the poll interval's minimum
     backend.backoff = interval.minimum
     err = output.stderr_console()
+    journal.on_warning = lambda text: err.print(f"warning: {text}", soft_wrap=True, markup=False)
+    if resume is None:
+        unfinished = journal.unfinished(backend.scale_set_id)
+        if unfinished is not None:
+            raise ActiveRolloutError(backend.scale_set_id, unfinished)
+    # the lease first, read-only: a live or unfinished rollout of another operator
+    # blocks even a target the model already has
+    check_may_take(
+        LeaseInfo.parse(backend.tags),
+        resume.id if resume is not None else None,
+        holder_id(),
+        time.time(),
+        where=backend.where,
+        take_over=take_over,
+        resuming=resume is not None,
+    )
     if is_noop(scale_set, instances, target):
         if resume is not None:
-            journal.finish(resume.id, "completed", "", time.time())
+            from ..backends.lease import release_abandoned
+
+            if resume.unfinished:
+                journal.finish(resume.id, "completed", "", time.time())
+            release_abandoned(backend, resume.id, time.time())
+            if restore_rolling and scale_set.upgrade_mode is UpgradeMode.MANUAL:
+                from ..backends.upgrade import restore_rolling as restore
+
+                for note in restore(backend, backend.read_scale_set().etag, interval):
+                    err.print(note, soft_wrap=True, markup=False)
         if json:
             output.print_json(
                 {
@@ -747,13 +797,6 @@ def _run_upgrade(
     action = policy_action(scale_set, request)
     if resume is None:
         check_request(scale_set, instances, request)
-    active = journal.active(backend.scale_set_id)
-    if active is not None and (resume is None or active.id != resume.id):
-        raise InputError(
-            f"rollout {active.id} of this scale set is running (started "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(active.started_at))} UTC, "
-            f"{active.strategy}); wait for it or `vmss-rollout resume {active.id}`"
-        )
     preview = predict(instances, target, spec, options, None, 1)
     waves = preview["waves"]
     if not json or not yes:
@@ -787,6 +830,10 @@ def _run_upgrade(
                 resume=resume,
                 previous=previous,
                 finishing_rollback=finishing_rollback,
+                resumed=resumed,
+                take_over=take_over,
+                warn=lambda text: err.print(f"warning: {text}", soft_wrap=True, markup=False),
+                restore_rolling=restore_rolling,
             )
     except KeyboardInterrupt:
         record = journal.active(backend.scale_set_id)
@@ -821,6 +868,8 @@ def _run_upgrade(
                 + ("; rolled back" if o.rolled_back and "rolled back" not in verdict else ""),
                 soft_wrap=True,
             )
+        for note in result.notes:
+            err.print(note, soft_wrap=True, markup=False)
         err.print(f"{backend.counter.total} ARM requests", soft_wrap=True)
     o = result.outcome
     if o.interrupted and not result.started_only:
@@ -832,14 +881,28 @@ def _run_upgrade(
 # --------------------------------------------------------------------------- resume, history
 
 
+#: resume and abandon: -g/-n pick the newest unfinished rollout of that scale set
+RolloutGroup = Annotated[
+    str | None,
+    typer.Option(
+        "--resource-group",
+        "-g",
+        help="With --name: the newest unfinished rollout of this scale set.",
+        rich_help_panel=AZURE_PANEL,
+    ),
+]
+RolloutName = Annotated[
+    str | None,
+    typer.Option("--name", "-n", help="Name of the scale set.", rich_help_panel=AZURE_PANEL),
+]
+
+
 def resume(
     rollout_id: Annotated[
         str | None, typer.Argument(metavar="[ROLLOUT-ID]", help="The rollout to continue.")
     ] = None,
-    resource_group: Annotated[
-        str | None, typer.Option("--resource-group", "-g", rich_help_panel=AZURE_PANEL)
-    ] = None,
-    name: Annotated[str | None, typer.Option("--name", "-n", rich_help_panel=AZURE_PANEL)] = None,
+    resource_group: RolloutGroup = None,
+    name: RolloutName = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     poll_interval: PollEvery = "5:30",
     journal: JournalPath = None,
@@ -849,31 +912,38 @@ def resume(
     debug: Debug = False,
 ) -> None:
     """Continue a rollout from the journal and the live state: instances already
-    on the target are not upgraded again (Azure is the source of truth)."""
+    on the target are not upgraded again (Azure is the source of truth).
+
+    With -g/-n: the newest unfinished (running or interrupted) rollout of that
+    scale set. Refuses (exit 2) a rollout another live process drives, a scale
+    set deleted and re-created since (another uniqueId), and a live model that is
+    neither the rollout's target nor its previous model: resuming never moves
+    the model back to an older target."""
+    from ..backends.upgrade import driver_alive
+
     book = Journal(journal)
-    if rollout_id:
-        record = book.get(rollout_id)
-    elif resource_group and name:
-        candidates = [
-            r
-            for r in book.history(None, limit=200)
-            if r.scale_set_id.lower().endswith(
-                f"/resourcegroups/{resource_group}/providers/microsoft.compute/"
-                f"virtualmachinescalesets/{name}".lower()
-            )
-        ]
-        if not candidates:
-            raise InputError(f"no rollout of scale set {name} in {resource_group} in the journal")
-        record = candidates[0]
-    else:
-        raise InputError("give a ROLLOUT-ID, or -g RESOURCE-GROUP -n NAME")
-    if record.state == "completed":
-        raise InputError(f"rollout {record.id} already completed")
+    record = _pick(book, rollout_id, resource_group, name, "resume")
+    _check_resumable(book, record)
+    refuse_live_driver(record, driver_alive, "wait for it")
     rg, vmss = _names_from_id(record.scale_set_id)
     backend = _backend(rg, vmss, subscription, arm_endpoint)
     scale_set, instances = backend.read()
     target = model_from_dict(record.target_model)
     previous = model_from_dict(record.previous_model)
+    if record.unique_id and backend.unique_id and record.unique_id != backend.unique_id:
+        raise InputError(
+            f"{backend.where} is not the scale set rollout {record.id} changed: it was deleted "
+            f"and re-created since (uniqueId {backend.unique_id}, journaled "
+            f"{record.unique_id}); not resuming; end the record with "
+            f"`vmss-rollout abandon {record.id}`"
+        )
+    if scale_set.model not in (target, previous):
+        raise InputError(
+            f"the model of {backend.where} is now {scale_set.model}, neither rollout "
+            f"{record.id}'s target ({target}) nor its previous model: someone changed it since; "
+            f"not resuming (that would move it back to an older target); end the record with "
+            f"`vmss-rollout abandon {record.id}`"
+        )
     options = EngineOptions.from_mapping(record.options, "journal options")
     rollback = _rollback_reason(book, record)
     if rollback is not None:
@@ -884,6 +954,8 @@ def resume(
         options = dataclasses.replace(
             options, on_failure="freeze", max_unhealthy=100.0, max_unhealthy_upgraded=100.0
         )
+    from ..backends.resume import resume_point
+
     _run_upgrade(
         backend,
         scale_set,
@@ -901,6 +973,119 @@ def resume(
         resume=record,
         previous=previous,
         finishing_rollback=rollback,
+        # pacing and surge go on where the journal says they stopped
+        resumed=resume_point(book, record),
+        restore_rolling=_switched_to_manual(book, record),
+    )
+
+
+def _switched_to_manual(book: Journal, record: RolloutRecord) -> bool:
+    """The rollout set policy Manual (--switch-to-manual) and has not restored Rolling."""
+    from ..backends.upgrade import POLICY_RESTORED, POLICY_SWITCHED
+
+    kinds = [e["kind"] for e in book.events(record.id)]
+    return POLICY_SWITCHED in kinds and POLICY_RESTORED not in kinds
+
+
+def _pick(
+    book: Journal,
+    rollout_id: str | None,
+    resource_group: str | None,
+    name: str | None,
+    verb: str,
+) -> RolloutRecord:
+    """The rollout named, or the newest unfinished one of the scale set (else its
+    newest rollout, for the message)."""
+    if rollout_id:
+        return book.get(rollout_id)
+    if not (resource_group and name):
+        raise InputError("give a ROLLOUT-ID, or -g RESOURCE-GROUP -n NAME")
+    candidates = [
+        r for r in book.history(None, limit=200) if _matches(r.scale_set_id, resource_group, name)
+    ]
+    if not candidates:
+        raise InputError(f"no rollout of scale set {name} in {resource_group} in the journal")
+    unfinished = [r for r in candidates if r.unfinished]
+    if unfinished:
+        return unfinished[0]
+    latest = candidates[0]
+    if verb == "abandon" or latest.state != "halted" or _rolled_back(book, latest):
+        raise InputError(
+            f"nothing to {verb}: scale set {name} in {resource_group} has no unfinished rollout "
+            f"(the newest, {latest.id}, {_ended(book, latest)})"
+        )
+    return latest  # a frozen halt: resume retries what failed
+
+
+def _rolled_back(book: Journal, record: RolloutRecord) -> bool:
+    """A halted rollout whose rollback ran to its end."""
+    return record.state == "halted" and (
+        "rolled back" in record.reason or _rollback_reason(book, record) is not None
+    )
+
+
+def _ended(book: Journal, record: RolloutRecord) -> str:
+    if _rolled_back(book, record):
+        return f"was rolled back ({record.reason})"
+    return {
+        "completed": "completed",
+        "abandoned": f"was abandoned{': ' + record.reason if record.reason else ''}",
+        "failed": f"failed before changing anything: {record.reason}",
+        "halted": f"halted: {record.reason}",
+    }.get(record.state, record.state)
+
+
+def _check_resumable(book: Journal, record: RolloutRecord) -> None:
+    if record.unfinished:
+        return
+    if record.state == "halted" and not _rolled_back(book, record):
+        return  # frozen: resume retries the instances that failed
+    raise InputError(f"nothing to resume: rollout {record.id} {_ended(book, record)}")
+
+
+def abandon(
+    rollout_id: Annotated[
+        str | None, typer.Argument(metavar="[ROLLOUT-ID]", help="The rollout to abandon.")
+    ] = None,
+    resource_group: RolloutGroup = None,
+    name: RolloutName = None,
+    journal: JournalPath = None,
+    subscription: Subscription = None,
+    arm_endpoint: ArmEndpoint = None,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """End an unfinished rollout without finishing it: mark it abandoned in the
+    journal and release its lease on the scale set. Changes nothing else: the
+    model and the instances stay as they are. With -g/-n: the newest unfinished
+    rollout of that scale set. Refuses while a live process drives it."""
+    from ..backends.lease import release_abandoned
+    from ..backends.upgrade import driver_alive
+
+    book = Journal(journal)
+    record = _pick(book, rollout_id, resource_group, name, "abandon")
+    if not record.unfinished and record.state != "halted":
+        raise InputError(f"nothing to abandon: rollout {record.id} {_ended(book, record)}")
+    refuse_live_driver(record, driver_alive, "stop it first (Ctrl-C), then abandon")
+    rg, vmss = _names_from_id(record.scale_set_id)
+    backend = _backend(rg, vmss, subscription, arm_endpoint)
+    try:
+        backend.read_scale_set()
+    except InputError as exc:
+        lease = f"no lease released ({exc})"
+    else:
+        if record.unique_id and backend.unique_id and record.unique_id != backend.unique_id:
+            lease = "the scale set was re-created since: no lease of it to release"
+        else:
+            lease = release_abandoned(backend, record.id, time.time())
+    done = book.abandon(record.id, "abandoned by the operator", time.time(), is_alive=driver_alive)
+    if json:
+        output.print_json({"rollout": done.to_json(), "lease": lease})
+        return
+    output.stderr_console().print(
+        f"rollout {record.id} abandoned ({lease}); the model and the instances were not changed",
+        soft_wrap=True,
+        markup=False,
     )
 
 
@@ -1069,4 +1254,12 @@ def instances(
         )
 
 
-COMMANDS: tuple[Callable[..., None], ...] = (status, plan, upgrade, resume, history, instances)
+COMMANDS: tuple[Callable[..., None], ...] = (
+    status,
+    plan,
+    upgrade,
+    resume,
+    abandon,
+    history,
+    instances,
+)

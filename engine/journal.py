@@ -10,11 +10,25 @@ transaction committed before the call returns, so what a call recorded
 survives a SIGKILL or a power cut and a killed process never leaves a corrupt
 file (SQLite's own guarantee; :meth:`Journal.check` runs ``integrity_check``).
 
-One active rollout per scale set: a rollout is *active* while its state is
-``"running"``, enforced by a partial UNIQUE index, so two processes racing to
-start a rollout of the same scale set cannot both succeed. ``"interrupted"``
-(Ctrl-C, SIGTERM) is not active, so ``resume`` can pick it up; a rollout left
-``"running"`` by a killed process stays active until :meth:`Journal.adopt`.
+One unfinished rollout per scale set: a rollout is *unfinished* while its
+state is ``"running"`` or ``"interrupted"`` (Ctrl-C, SIGTERM, ``--no-wait``, an
+Azure error after a change), and :meth:`Journal.start` refuses a second one
+(:class:`ActiveRolloutError`, naming it with the ``resume`` and ``abandon``
+commands) inside one ``BEGIN IMMEDIATE`` transaction, so two processes racing
+to start a rollout of the same scale set cannot both succeed (a partial UNIQUE
+index on ``"running"`` is the last word). ``resume`` adopts an unfinished
+rollout (:meth:`Journal.adopt`); ``abandon`` ends it (:meth:`Journal.abandon`).
+A running rollout records its *driver* (``user@host:pid``): :meth:`Journal.adopt`
+refuses while the caller says that process is alive.
+
+Schema version 2 added the scale set's ``uniqueId`` and the driver to each
+rollout and the state ``"abandoned"``; a version-1 journal is migrated when
+opened (SQLite cannot alter a CHECK constraint, so the table is rebuilt).
+
+Faults of the file itself: a write that fails (full disk, an I/O error) raises
+:class:`JournalError` (one line); a journal deleted (or replaced) while open is
+noticed before the next write, re-created from the open connection's copy
+(every rollout, with its events) and reported through ``on_warning``.
 
 Each :meth:`Journal.start` or :meth:`Journal.adopt` begins an *attempt* (1, 2,
 ...): the engine numbers waves from 1 again after a resume, so waves are keyed
@@ -33,8 +47,8 @@ import json
 import math
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,22 +64,26 @@ __all__ = [
     "STATES",
     "ActiveRolloutError",
     "Journal",
+    "JournalError",
     "RolloutRecord",
     "default_path",
     "image_from_dict",
     "image_to_dict",
     "model_from_dict",
     "model_to_dict",
+    "refuse_live_driver",
 ]
 
 #: ``PRAGMA user_version`` of the schema this module writes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: ``PRAGMA application_id``: "vmsR", tells a journal from any other SQLite file.
 _APPLICATION_ID = 0x766D7352
 
-STATES = ("running", "completed", "halted", "interrupted", "failed")
+STATES = ("running", "completed", "halted", "interrupted", "failed", "abandoned")
 _FINAL_STATES = ("completed", "halted", "failed", "interrupted")
 _ADOPTABLE = ("running", "interrupted", "halted")
+#: states that block a new rollout of the same scale set
+UNFINISHED = ("running", "interrupted")
 _OUTCOMES = ("started", "done", "unhealthy", "failed", "gone")
 _ROLLBACK_PHASES = (Phase.ROLLBACK_MODEL.value, Phase.ROLLING_BACK.value)
 
@@ -76,9 +94,7 @@ _RESOLUTION = {
     EventKind.INSTANCE_GONE: "gone",
 }
 
-# Statements are split on ";": no semicolon in comments.
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS rollouts (
+_ROLLOUTS_COLUMNS = f"""(
     id             TEXT PRIMARY KEY,
     scale_set_id   TEXT NOT NULL,
     scale_set_key  TEXT NOT NULL,           -- lower-cased ARM id
@@ -91,8 +107,14 @@ CREATE TABLE IF NOT EXISTS rollouts (
     started_at     REAL NOT NULL,
     finished_at    REAL,
     attempt        INTEGER NOT NULL DEFAULT 1,
-    updated_at     REAL NOT NULL
-);
+    updated_at     REAL NOT NULL,
+    unique_id      TEXT NOT NULL DEFAULT '',  -- the scale set's uniqueId when started
+    driver         TEXT NOT NULL DEFAULT ''   -- user@host:pid driving the latest attempt
+)"""
+
+# Statements are split on ";": no semicolon in comments.
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS rollouts {_ROLLOUTS_COLUMNS};
 CREATE UNIQUE INDEX IF NOT EXISTS rollouts_one_running
     ON rollouts (scale_set_key) WHERE state = 'running';
 CREATE INDEX IF NOT EXISTS rollouts_by_scale_set ON rollouts (scale_set_key, started_at);
@@ -167,16 +189,24 @@ def default_path() -> Path:
 
 
 class ActiveRolloutError(InputError):
-    """A rollout of this scale set is already running (state ``"running"``)."""
+    """This scale set already has an unfinished rollout (running or interrupted)."""
 
     def __init__(self, scale_set_id: str, running: RolloutRecord) -> None:
         self.scale_set_id = scale_set_id
         self.rollout_id = running.id
+        what = "a running" if running.state == "running" else f"an unfinished ({running.state})"
         super().__init__(
-            f"scale set {scale_set_id} already has a running rollout {running.id} "
-            f"(started {_iso(running.started_at)}, strategy {running.strategy}); "
-            f"let it finish, or resume {running.id} if its process is gone"
+            f"scale set {scale_set_id} already has {what} rollout {running.id} "
+            f"(started {_iso(running.started_at)}, strategy {running.strategy}, target "
+            f"{_model_text(running.target_model)}); continue it with `vmss-rollout resume "
+            f"{running.id}` or end it with `vmss-rollout abandon {running.id}`"
         )
+
+
+class JournalError(InputError):
+    """The journal file cannot be read or written (full disk, I/O error,
+    permissions). An :class:`InputError` (exit 2) until the caller knows that
+    the scale set was changed."""
 
 
 @dataclass(frozen=True)
@@ -200,10 +230,19 @@ class RolloutRecord:
     upgraded: int
     #: instances whose latest outcome is "unhealthy" or "failed"
     failed: int
+    #: the scale set's ``uniqueId`` when the rollout started ("" if unknown)
+    unique_id: str = ""
+    #: ``user@host:pid`` of the process driving the latest attempt ("" if unknown)
+    driver: str = ""
 
     @property
     def active(self) -> bool:
         return self.state == "running"
+
+    @property
+    def unfinished(self) -> bool:
+        """Running or interrupted: it blocks a new rollout of its scale set."""
+        return self.state in UNFINISHED
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON-able dict (``history --json``): one key per field."""
@@ -254,6 +293,25 @@ def _check_keys(data: Mapping[str, Any], known: set[str], what: str) -> None:
 
 
 # --- helpers ---------------------------------------------------------------------
+
+
+def _model_text(model: Mapping[str, Any]) -> str:
+    try:
+        return str(model_from_dict(model))
+    except InputError:
+        return json.dumps(model, sort_keys=True)
+
+
+def refuse_live_driver(
+    record: RolloutRecord, is_alive: Callable[[str], bool] | None, then: str
+) -> None:
+    """Only one process drives a rollout: refuse while its recorded driver lives."""
+    alive = record.state == "running" and bool(record.driver) and is_alive is not None
+    if alive and is_alive is not None and is_alive(record.driver):
+        raise InputError(
+            f"rollout {record.id} is being driven by process {record.driver}, which is "
+            f"still alive: only one process drives a rollout; {then}"
+        )
 
 
 def _iso(timestamp: float) -> str:
@@ -318,25 +376,55 @@ def _prepare_file(path: Path) -> None:
 class Journal:
     """A rollout journal in one SQLite file. Not thread-safe: one per thread."""
 
-    def __init__(self, path: Path | str | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | str | None = None,
+        *,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> None:
         self.path = Path(path).expanduser() if path is not None else default_path()
+        #: called with one line when the journal had to repair itself (re-created)
+        self.on_warning = on_warning
         #: rollout id -> the attempt this object drives (after start or adopt)
         self._attempts: dict[str, int] = {}
+        self._db: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
+        self._open()
+
+    def _open(self) -> None:
+        self._identity = None
+        if self.path.is_dir():
+            raise JournalError(f"journal {self.path}: is a directory; give the path of a file")
         try:
             _prepare_file(self.path)
+        except PermissionError as exc:
+            raise JournalError(
+                f"journal {self.path}: not writable ({exc.strerror or exc})"
+            ) from None
         except OSError as exc:
-            raise InputError(f"journal {self.path}: {exc.strerror or exc}") from None
-        self._db: sqlite3.Connection | None = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None
-        )
+            raise JournalError(f"journal {self.path}: {exc.strerror or exc}") from None
+        if not os.access(self.path, os.R_OK | os.W_OK):
+            raise JournalError(f"journal {self.path}: not writable (permission denied)")
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path}: cannot open ({exc})") from None
         try:
             self._setup()
+            st = self.path.stat()
+        except sqlite3.OperationalError as exc:
+            self.close()
+            raise JournalError(f"journal {self.path}: cannot use it ({exc})") from None
         except sqlite3.DatabaseError as exc:
             self.close()
-            raise InputError(f"journal {self.path}: not a usable journal ({exc})") from None
+            raise JournalError(f"journal {self.path}: not a usable journal ({exc})") from None
+        except OSError as exc:
+            self.close()
+            raise JournalError(f"journal {self.path}: {exc.strerror or exc}") from None
         except BaseException:
             self.close()
             raise
+        self._identity = (st.st_dev, st.st_ino)
 
     # ------------------------------------------------------------------ plumbing
     def _setup(self) -> None:
@@ -346,6 +434,8 @@ class Journal:
         if str(mode).lower() != "wal":
             raise sqlite3.DatabaseError(f"cannot switch to WAL mode (got {mode})")
         db.execute("PRAGMA synchronous=FULL")
+        if int(db.execute("PRAGMA user_version").fetchone()[0]) == 1:
+            self._migrate_from_1()
         db.execute("PRAGMA foreign_keys=ON")
         with self._write() as tx:
             version = int(tx.execute("PRAGMA user_version").fetchone()[0])
@@ -379,6 +469,30 @@ class Journal:
             tx.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
             tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
+    def _migrate_from_1(self) -> None:
+        """Version 1 -> 2: new columns and the state "abandoned" in the CHECK
+        constraint, which SQLite cannot alter: rebuild ``rollouts`` (the
+        documented 12-step procedure, foreign keys off) in one transaction."""
+        db = self._conn
+        db.execute("PRAGMA foreign_keys=OFF")  # no effect inside a transaction
+        with self._write() as tx:
+            if int(tx.execute("PRAGMA user_version").fetchone()[0]) != 1:
+                return  # another process migrated it meanwhile
+            tx.execute(f"CREATE TABLE rollouts_v2 {_ROLLOUTS_COLUMNS}")
+            v1 = (
+                "id, scale_set_id, scale_set_key, previous_model, target_model, strategy, "
+                "options, state, reason, started_at, finished_at, attempt, updated_at"
+            )
+            tx.execute(f"INSERT INTO rollouts_v2 ({v1}) SELECT {v1} FROM rollouts")
+            tx.execute("DROP TABLE rollouts")
+            tx.execute("ALTER TABLE rollouts_v2 RENAME TO rollouts")
+            for statement in _SCHEMA.split(";"):
+                if "INDEX" in statement and "ON rollouts " in statement:
+                    tx.execute(statement)
+            if tx.execute("PRAGMA foreign_key_check").fetchall():
+                raise sqlite3.DatabaseError("migration to schema 2 broke a foreign key")
+            tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
     @property
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -389,16 +503,66 @@ class Journal:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, committed (durably) on exit. ``BEGIN IMMEDIATE``
         takes the write lock up front, so a read-check-write is atomic across
-        processes."""
+        processes. A file deleted or replaced since it was opened is re-created
+        first; a failed write (full disk, I/O error) is a :class:`JournalError`."""
+        if self._identity is not None:
+            self._check_file()
         db = self._conn
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise JournalError(f"journal {self.path}: cannot write ({exc})") from None
         try:
             yield db
             db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if db.in_transaction:
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise JournalError(f"journal {self.path}: cannot write ({exc})") from None
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+
+    def _check_file(self) -> None:
+        """Re-create the journal if its file was deleted or replaced while open:
+        the open connection still holds the old file, so nothing is lost; copy it
+        back (every rollout, with its events) and say so through ``on_warning``."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            st = None
+        except OSError:
+            return  # unreadable directory: the write reports it
+        if st is not None and (st.st_dev, st.st_ino) == self._identity:
+            return
+        if st is not None:
+            # another file is there now: keep it, write ours beside it
+            self.path = self.path.with_name(f"{self.path.name}.{os.getpid()}.recovered")
+        try:
+            copy = self.path.with_name(self.path.name + ".recreate")
+            copy.unlink(missing_ok=True)
+            _prepare_file(copy)
+            self._conn.execute("VACUUM INTO ?", (str(copy),))
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(
+                f"journal {self.path} was deleted and cannot be re-created "
+                f"({getattr(exc, 'strerror', None) or exc})"
+            ) from None
+        self.close()  # checkpoints into the deleted file and drops its -wal/-shm
+        for suffix in ("-wal", "-shm"):
+            self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+        os.replace(copy, self.path)
+        attempts = dict(self._attempts)
+        self._open()
+        self._attempts = attempts
+        if self.on_warning is not None:
+            running = ", ".join(sorted(attempts)) or "no rollout"
+            self.on_warning(
+                f"journal {self.path} was deleted while in use; re-created it and wrote "
+                f"{running} again"
+            )
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -447,6 +611,8 @@ class Journal:
             waves=row["n_waves"],
             upgraded=row["n_upgraded"],
             failed=row["n_failed"],
+            unique_id=row["unique_id"],
+            driver=row["driver"],
         )
 
     def _find(self, db: sqlite3.Connection, rollout_id: str) -> RolloutRecord | None:
@@ -456,6 +622,14 @@ class Journal:
     def _running(self, db: sqlite3.Connection, scale_set_id: str) -> RolloutRecord | None:
         row = db.execute(
             _SELECT_RECORD + "WHERE r.scale_set_key = ? AND r.state = 'running'",
+            (scale_set_id.strip().lower(),),
+        ).fetchone()
+        return None if row is None else self._record(row)
+
+    def _unfinished(self, db: sqlite3.Connection, scale_set_id: str) -> RolloutRecord | None:
+        row = db.execute(
+            _SELECT_RECORD + "WHERE r.scale_set_key = ? AND r.state IN ('running', 'interrupted') "
+            "ORDER BY r.started_at DESC, r.rowid DESC LIMIT 1",
             (scale_set_id.strip().lower(),),
         ).fetchone()
         return None if row is None else self._record(row)
@@ -499,9 +673,11 @@ class Journal:
         strategy: str,
         options: Mapping[str, Any],
         now: float,
+        unique_id: str = "",
+        driver: str = "",
     ) -> RolloutRecord:
         """Record a new running rollout; :class:`ActiveRolloutError` if this scale
-        set already has one."""
+        set already has an unfinished one (running or interrupted)."""
         now = _time(now, "now")
         ssid = scale_set_id.strip()
         if not ssid:
@@ -517,7 +693,7 @@ class Journal:
         for _ in range(16):  # the id is time + 16 random bits: retry a collision
             rollout_id = _new_id(now)
             with self._write() as db:
-                running = self._running(db, ssid)
+                running = self._unfinished(db, ssid)
                 if running is not None:
                     raise ActiveRolloutError(ssid, running)
                 if db.execute("SELECT 1 FROM rollouts WHERE id = ?", (rollout_id,)).fetchone():
@@ -527,9 +703,9 @@ class Journal:
                 db.execute(
                     "INSERT INTO rollouts (id, scale_set_id, scale_set_key, previous_model, "
                     "target_model, strategy, options, state, reason, started_at, finished_at, "
-                    "attempt, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', '', ?, NULL, "
-                    "1, ?)",
-                    (rollout_id, *columns, now, now),
+                    "attempt, updated_at, unique_id, driver) VALUES (?, ?, ?, ?, ?, ?, ?, "
+                    "'running', '', ?, NULL, 1, ?, ?, ?)",
+                    (rollout_id, *columns, now, now, unique_id, driver),
                 )
                 record = self._require(db, rollout_id)
             self._attempts[rollout_id] = 1
@@ -653,6 +829,14 @@ class Journal:
             (rollout_id, attempt, kind, detail, now),
         )
 
+    def note(self, rollout_id: str, kind: str, detail: str, now: float) -> None:
+        """Record a journal event of the caller's own ``kind`` (e.g. the upgrade
+        policy switched for the rollout), in the attempt this object drives."""
+        now = _time(now, "now")
+        with self._write() as db:
+            _, attempt = self._writable(db, rollout_id)
+            self._journal_event(db, rollout_id, attempt, kind, detail, now)
+
     def finish(self, rollout_id: str, state: str, reason: str, now: float) -> RolloutRecord:
         """End the rollout: ``state`` is "completed", "halted", "failed" or
         "interrupted" (as :meth:`mark_interrupted`)."""
@@ -678,19 +862,41 @@ class Journal:
         with self._write() as db:
             record, attempt = self._writable(db, rollout_id)
             if record.state == "running":
-                db.execute(
-                    "UPDATE rollouts SET state = 'interrupted', reason = ?, finished_at = ?, "
-                    "updated_at = ? WHERE id = ?",
-                    (reason, now, now, rollout_id),
-                )
-                self._journal_event(db, rollout_id, attempt, "interrupted", reason, now)
+                self._stop(db, rollout_id, attempt, "interrupted", reason, now)
             return self._require(db, rollout_id)
 
-    def adopt(self, rollout_id: str, now: float) -> RolloutRecord:
+    def _stop(
+        self,
+        db: sqlite3.Connection,
+        rollout_id: str,
+        attempt: int,
+        state: str,
+        reason: str,
+        now: float,
+    ) -> None:
+        """End the rollout ``state`` ("interrupted", "abandoned") with a journal
+        event of that kind."""
+        db.execute(
+            "UPDATE rollouts SET state = ?, reason = ?, finished_at = ?, updated_at = ? "
+            "WHERE id = ?",
+            (state, reason, now, now, rollout_id),
+        )
+        self._journal_event(db, rollout_id, attempt, state, reason, now)
+
+    def adopt(
+        self,
+        rollout_id: str,
+        now: float,
+        *,
+        driver: str = "",
+        is_alive: Callable[[str], bool] | None = None,
+    ) -> RolloutRecord:
         """``resume``: an interrupted, halted or still-"running" (its process was
         killed) rollout becomes running again as a new attempt, driven by this
-        object; records a "resumed" event. Refuses completed and failed rollouts,
-        and a rollout whose scale set has another one running."""
+        object (``driver``: ``user@host:pid``); records a "resumed" event.
+        Refuses completed, failed and abandoned rollouts, a rollout whose scale
+        set has another unfinished one, and a running rollout whose recorded
+        driver ``is_alive(driver)`` says is still alive (a second ``resume``)."""
         now = _time(now, "now")
         with self._write() as db:
             record = self._require(db, rollout_id)
@@ -699,13 +905,14 @@ class Journal:
                     f"rollout {rollout_id} is {record.state}: only an interrupted, halted or "
                     "running rollout can be resumed"
                 )
-            running = self._running(db, record.scale_set_id)
+            refuse_live_driver(record, is_alive, "wait for it, or stop it (Ctrl-C) and resume then")
+            running = self._unfinished(db, record.scale_set_id)
             if running is not None and running.id != rollout_id:
                 raise ActiveRolloutError(record.scale_set_id, running)
             db.execute(
                 "UPDATE rollouts SET state = 'running', reason = '', finished_at = NULL, "
-                "attempt = attempt + 1, updated_at = ? WHERE id = ?",
-                (now, rollout_id),
+                "attempt = attempt + 1, updated_at = ?, driver = ? WHERE id = ?",
+                (now, driver, rollout_id),
             )
             attempt = int(
                 db.execute("SELECT attempt FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()[0]
@@ -718,6 +925,29 @@ class Journal:
         self._attempts[rollout_id] = attempt
         return result
 
+    def abandon(
+        self,
+        rollout_id: str,
+        reason: str,
+        now: float,
+        *,
+        is_alive: Callable[[str], bool] | None = None,
+    ) -> RolloutRecord:
+        """``abandon``: an unfinished (running or interrupted) or halted rollout
+        ends "abandoned"; nothing else changes. Refuses while its driver is
+        alive (``is_alive``) and a rollout already finished otherwise."""
+        now = _time(now, "now")
+        with self._write() as db:
+            record = self._require(db, rollout_id)
+            if record.state not in _ADOPTABLE:
+                raise InputError(f"rollout {rollout_id} is {record.state}: nothing to abandon")
+            refuse_live_driver(record, is_alive, "stop it first (Ctrl-C), then abandon")
+            attempt = int(
+                db.execute("SELECT attempt FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()[0]
+            )
+            self._stop(db, rollout_id, attempt, "abandoned", reason, now)
+            return self._require(db, rollout_id)
+
     # ------------------------------------------------------------------ reads
     def get(self, rollout_id: str) -> RolloutRecord:
         with self._read() as db:
@@ -727,6 +957,11 @@ class Journal:
         """The running rollout of this scale set (ARM ids match case-insensitively)."""
         with self._read() as db:
             return self._running(db, scale_set_id)
+
+    def unfinished(self, scale_set_id: str) -> RolloutRecord | None:
+        """The newest running or interrupted rollout of this scale set."""
+        with self._read() as db:
+            return self._unfinished(db, scale_set_id)
 
     def latest(self, scale_set_id: str) -> RolloutRecord | None:
         with self._read() as db:

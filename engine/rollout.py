@@ -44,7 +44,7 @@ import heapq
 import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -109,6 +109,31 @@ class Outcome:
     gone: int
     started_at: float
     finished_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """Where a stopped rollout left off, for the :class:`Rollout` that continues
+    it (``resume``, built from the journal): pacing goes on from there instead
+    of starting over, and surge replacements the stopped run asked for are used,
+    not asked for again."""
+
+    #: the first attempt's scope size: what ``canary`` and ``checkpoints`` are shares of
+    scope_size: int
+    #: checkpoints (the canary's included) already reached: never repeated
+    stops_passed: int = 0
+    #: seconds still to wait before the next wave: the rest of a bake (or pause)
+    #: that was in progress when the rollout stopped
+    wait: float = 0.0
+    #: False when finishing a rollback: no checkpoints at all
+    paced: bool = True
+    #: surge: (scope instance, the replacement created for it), in journal order
+    replacements: tuple[tuple[str, str], ...] = ()
+    #: surge: scope instances whose replacement was asked for but never seen
+    requested: tuple[str, ...] = ()
+    #: every instance id the journal names: an instance on the target that is
+    #: not among them was created for ``requested`` (the newest ones are taken)
+    known: frozenset[str] = field(default_factory=frozenset)
 
 
 def check_scope(scope: Scope, fleet: Iterable[Instance]) -> None:
@@ -298,6 +323,7 @@ class Rollout:
         listener: Callable[[Event], None] | None = None,
         keep_events: bool = True,
         previous: ModelVersion | None = None,
+        resumed: Resumed | None = None,
     ) -> None:
         #: the model the scale set has now; the engine updates it first unless it is the target
         self.current = current
@@ -321,11 +347,19 @@ class Rollout:
         self.finished_at: float | None = None
         scope = self.options.scope
         check_scope(scope, self.fleet.values())
+        self._resumed = resumed
+        #: surge replacements a stopped run asked for, found again (scope id -> new id)
+        surge_found = self._surge_found(resumed, target)
+        leaving = {  # a stopped run already deleted them: not in scope
+            iid for iid in surge_found if self.fleet[iid].provisioning is ProvisioningState.DELETING
+        }
         infos = [
             InstanceInfo(i.instance_id, i.update_domain, i.fault_domain, i.zone, i.serving)
             for i in self.fleet.values()
             if scope.covers(i.instance_id, i.update_domain, i.fault_domain, i.zone)
             and (not runs(i, target) or _awaiting_health(i, target))
+            and i.instance_id not in leaving
+            and i.instance_id not in surge_found.values()
         ]
         self.view = self._new_view(infos)
         self.rollout_view = self.view
@@ -340,7 +374,13 @@ class Rollout:
         self._wave_left: dict[int, int] = {}
         self._wave_no = 0
         self._not_before = -math.inf
-        self._stops = self._checkpoint_counts(self.view.scope_size)
+        #: instances of the first attempt's scope resolved before this one started
+        self._offset = 0
+        if resumed is None:
+            self._stops = self._checkpoint_counts(self.view.scope_size)
+        else:
+            self._offset = max(0, resumed.scope_size - self.view.scope_size)
+            self._stops = self._resumed_stops(resumed)
         self._pending_actions: list[Action] = []
         #: in-place upgrades in flight: down until resolved (surge waves keep serving)
         self._in_place: set[str] = set()
@@ -351,8 +391,19 @@ class Rollout:
         #: followed as in flight and never asked again; back in line if they
         #: settle on another model
         self._adopted: set[str] = set()
+        #: surge replacements found again: followed as in flight, never asked again
+        self._adopted_surge: dict[str, str] = {}
+        for owner, new in surge_found.items():
+            if owner in self.view.pending:
+                self.view.start(owner)
+                self._watch[new] = owner
+                self._surge_new[owner] = new
+                self._created[owner] = new
+                self._adopted_surge[owner] = new
         for info in infos:
             inst = self.fleet[info.instance_id]
+            if info.instance_id in self._adopted_surge:
+                continue
             if inst.provisioning in _IN_PROGRESS or _awaiting_health(inst, target):
                 iid = info.instance_id
                 self.view.start(iid)
@@ -364,6 +415,67 @@ class Rollout:
     # ------------------------------------------------------------------ setup
     def _new_view(self, infos: Sequence[InstanceInfo]) -> PhaseView:
         return PhaseView(infos, lambda: len(self.fleet), lambda: len(self._bad))
+
+    def _surge_found(self, resumed: Resumed | None, target: ModelVersion) -> dict[str, str]:
+        """Surge replacements a stopped run asked for that exist: the journaled
+        pairs whose two instances are both still there (the old one not on the
+        target, the new one on it), then, for the scope instances whose
+        replacement was asked for but never seen, the newest instances on the
+        target that the journal does not name and whose ids are above every
+        instance not on the target (Azure numbers new instances upwards, and the
+        engine pairs them in that order; an instance on the target before the
+        rollout has a lower id than the ones it replaces)."""
+        if resumed is None:
+            return {}
+        fleet = self.fleet
+
+        def usable(owner: str, new: str) -> bool:
+            return (
+                owner in fleet
+                and new in fleet
+                and not runs(fleet[owner], target)
+                and fleet[new].model == target
+            )
+
+        found: dict[str, str] = {}
+        for owner, new in resumed.replacements:
+            found.pop(owner, None)
+            if usable(owner, new):
+                found[owner] = new
+        waiting = [i for i in resumed.requested if i in fleet and i not in found]
+        if waiting:
+            taken = set(found.values())
+            floor = max(
+                (instance_sort_key(i) for i, inst in fleet.items() if inst.model != target),
+                default=(0, -1),
+            )
+            unknown = sorted(
+                (
+                    iid
+                    for iid, inst in fleet.items()
+                    if iid not in resumed.known
+                    and iid not in taken
+                    and inst.model == target
+                    and instance_sort_key(iid) > floor
+                ),
+                key=instance_sort_key,
+            )[-len(waiting) :]
+            found.update(
+                (owner, new)
+                for owner, new in zip(waiting, unknown, strict=False)
+                if usable(owner, new)
+            )
+        return found
+
+    def _resumed_stops(self, resumed: Resumed) -> deque[int]:
+        """The checkpoints not passed yet, in this attempt's counts: the first
+        attempt's, less the instances resolved before this attempt (a stop
+        already due is taken at once)."""
+        if not resumed.paced:
+            return deque()
+        first = list(self._checkpoint_counts(resumed.scope_size))[resumed.stops_passed :]
+        left = (max(0, c - self._offset) for c in first)
+        return deque(c for c in left if c < self.view.scope_size)
 
     def _checkpoint_counts(self, scope_size: int) -> deque[int]:
         counts = set()
@@ -403,6 +515,19 @@ class Rollout:
             started_at=self.started_at if self.started_at is not None else 0.0,
             finished_at=self.finished_at if self.finished_at is not None else 0.0,
         )
+
+    def _resumed_detail(self) -> str:
+        resumed = self._resumed
+        if resumed is None:
+            return ""
+        parts = [f"resumed: {self._offset} of {resumed.scope_size} resolved before"]
+        if resumed.paced and resumed.stops_passed:
+            parts.append(f"{resumed.stops_passed} checkpoint(s) passed, not repeated")
+        if resumed.wait > 0:
+            parts.append(f"{resumed.wait:g}s of the bake or pause left")
+        if self._adopted_surge:
+            parts.append(f"{len(self._adopted_surge)} surge replacement(s) found")
+        return "; " + ", ".join(parts)
 
     # ------------------------------------------------------------------ events
     def _emit(
@@ -581,8 +706,19 @@ class Rollout:
                         if self._adopted
                         else ""
                     )
+                    + self._resumed_detail()
                 ),
             )
+            for owner, new in sorted(self._adopted_surge.items()):
+                # the replacement a stopped run asked for: followed like a new one
+                self._emit(now, EventKind.SURGE_CREATED, (owner, new), detail="found on resume")
+                self._evaluate(now, owner, self.fleet[new])
+            if self._resumed is not None and self._resumed.wait > 0:
+                self._not_before = now + self._resumed.wait
+            # what those evaluations decided (a found replacement already healthy:
+            # delete the instance it replaces) goes out now, not a poll later
+            actions.extend(self._pending_actions)
+            self._pending_actions = []
             if self.view.scope_size == 0 and self.current == self.target:
                 self._finish(now)
             elif self.current != self.target:
@@ -672,8 +808,8 @@ class Rollout:
             self._emit(
                 now,
                 EventKind.CHECKPOINT,
-                detail=f"{view.done_count} of {view.scope_size} done; baking "
-                f"{self.options.bake:g}s",
+                detail=f"{view.done_count + self._offset} of {view.scope_size + self._offset} "
+                f"done; baking {self.options.bake:g}s",
             )
             self._not_before = now + self.options.bake
             if self.options.bake > 0:

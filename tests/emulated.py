@@ -43,7 +43,7 @@ IDENTITY_VARS = (
     "AZURE_FEDERATED_TOKEN_FILE",
 )
 #: the commands that talk to ARM (they get --arm-endpoint)
-ARM_COMMANDS = ("status", "plan", "upgrade", "resume", "instances")
+ARM_COMMANDS = ("status", "plan", "upgrade", "resume", "abandon", "instances")
 #: request-log operations that cannot change the scale set
 READS = (
     "vmss.get",
