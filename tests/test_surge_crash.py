@@ -142,9 +142,12 @@ def test_surge_killed_at_seeded_moments_then_resumed(emu: Emulated) -> None:
         # surge never upgrades in place; each original deleted once, one new instance each
         assert sum(emu.upgrade_requests().values()) == 0
         created, deleted = created_and_deleted(emu)
-        assert len(created) == N, ((kind, nth), created)
+        # overprovisioning (on by default, as on Azure) creates extras that the
+        # platform deletes itself: the instances kept are one per original
+        kept = [iid for iid in created if iid in state["instances"] or deleted[iid]]
+        assert len(kept) == N, ((kind, nth), created)
         assert set(deleted) == originals and set(deleted.values()) == {1}, ((kind, nth), deleted)
-        assert set(state["instances"]) == set(created)
+        assert set(state["instances"]) == set(kept)
     assert len(moments) == KILLS, moments
     # some kills left a replacement asked for and not yet used: resume used it
     assert found >= 3, (found, moments)
