@@ -19,6 +19,17 @@ deleted) are left out, so no instance is asked twice; before a model update is
 sent again, the model is read, and a change that did go through is taken as
 done. Instance ids that no longer exist (deleted meanwhile) are dropped from an
 action in the same way.
+
+Real ARM refuses overlapping writes on one scale set with 409 Conflict ("The
+request failed due to conflict with a concurrent request", no Retry-After), or
+answers ``RetryableError``: both are retried with the same backoff and a fresh
+list before resending. A refusal because an instance is being deleted (409
+OperationNotAllowed, "marked for deletion") drops that instance like a deleted
+one, and one naming instances protected from scale set actions
+(``protectionPolicy.protectFromScaleSetActions``) drops the protected ones: they
+are left out of every action, and out of what the engine sees (see
+:meth:`AzureBackend.read`). No model PATCH is waited on: under Rolling, the
+PATCH's long-running operation lasts the platform's whole rolling upgrade.
 """
 
 from __future__ import annotations
@@ -45,10 +56,10 @@ from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import VirtualMachineScaleSetUpdate
 
-from ..engine import armjson
 from ..engine.backend import Observations
 from ..engine.errors import BackendError, ConcurrencyError, InputError
 from ..engine.model import Instance, ModelVersion, ProvisioningState, ScaleSetModel
+from . import armjson
 
 T = TypeVar("T")
 
@@ -193,12 +204,70 @@ def is_transient(exc: Exception, *, changed: bool) -> bool:
         return changed
     if isinstance(exc, ClientAuthenticationError | ResourceModifiedError | ResourceNotFoundError):
         return False
+    if is_conflict(exc):
+        return True
     return isinstance(exc, HttpResponseError) and exc.status_code in TRANSIENT_STATUSES
 
 
+def _code_and_text(exc: Exception) -> tuple[str, str]:
+    error = getattr(exc, "error", None)
+    code = str(getattr(error, "code", "") or "")
+    text = str(getattr(error, "message", "") or "") or str(exc)
+    return code.lower(), text.lower()
+
+
+def is_conflict(exc: Exception) -> bool:
+    """ARM refused a write that overlapped another on the same scale set (409
+    Conflict, "The request failed due to conflict with a concurrent request":
+    kubernetes-sigs/cloud-provider-azure ``ConcurrentRequestConflictMessage``,
+    Azure/azure-powershell#23105), or asked for a retry (``RetryableError``).
+    Nothing was done; no Retry-After comes with it, so azure-core does not retry."""
+    if not isinstance(exc, HttpResponseError):
+        return False
+    code, text = _code_and_text(exc)
+    if code == "retryableerror":
+        return True
+    return exc.status_code == 409 and (
+        code == "conflict" or "conflict with a concurrent request" in text
+    )
+
+
+def is_marked_for_deletion(exc: Exception) -> bool:
+    """409 OperationNotAllowed "... is not allowed on VM ... since it is marked for
+    deletion" (cloud-provider-azure ``CannotUpdateVMBeingDeletedMessagePrefix``,
+    microsoft/onefuzz#511): the instance is as good as gone."""
+    return (
+        isinstance(exc, HttpResponseError)
+        and exc.status_code == 409
+        and "marked for deletion" in _code_and_text(exc)[1]
+    )
+
+
+_PROTECTED = "protected from scale set action"
+
+
+def protected_ids(exc: Exception) -> list[str] | None:
+    """The instance ids a refusal names as protected from scale set actions
+    ("InstanceIds may not contain instances that are protected from scale set
+    actions. The following instance ids are protected from scale set action: 3,
+    7."), or None when ``exc`` is not that refusal."""
+    if not isinstance(exc, HttpResponseError) or exc.status_code not in (400, 409):
+        return None
+    text = str(getattr(getattr(exc, "error", None), "message", "") or "") or str(exc)
+    if _PROTECTED not in text.lower():
+        return None
+    tail = text.rsplit(":", 1)[-1]
+    return [part.strip(" .") for part in tail.split(",") if part.strip(" .").isdigit()]
+
+
 def is_unknown_instance(exc: Exception) -> bool:
-    """An action named an instance id the scale set no longer has (deleted meanwhile)."""
+    """An action named an instance id the scale set no longer has (deleted
+    meanwhile), or one being deleted; never a refusal naming protected instances."""
+    if is_marked_for_deletion(exc):
+        return True
     if not isinstance(exc, HttpResponseError) or exc.status_code not in (400, 404):
+        return False
+    if protected_ids(exc) is not None:
         return False
     error = getattr(exc, "error", None)
     target = str(getattr(error, "target", "") or "").lower()
@@ -234,6 +303,10 @@ class AzureBackend:
         self.health_source = armjson.HEALTH_FALLBACK
         self.vmss_json: dict[str, Any] = {}
         self._known: dict[str, Instance] = {}
+        #: instances protected from scale set actions (their protectionPolicy, or
+        #: named so by a refusal): left out of every action and of the engine's view
+        self.protected: dict[str, Instance] = {}
+        self._refused_protected: set[str] = set()
         #: set once the backend changed anything (or sent a write whose answer was
         #: lost): errors are then exit 3
         self.changed = False
@@ -263,9 +336,11 @@ class AzureBackend:
             try:
                 result = fn()
             except AzureError as exc:
-                unknown = write and is_unknown_instance(exc)
+                # named an instance that is gone or protected: re-list and resend
+                # the rest at once (the server did nothing)
+                unknown = write and (is_unknown_instance(exc) or protected_ids(exc) is not None)
                 transient = unknown or is_transient(exc, changed=self.changed)
-                if write and transient and not unknown:
+                if write and transient and not unknown and not is_conflict(exc):
                     self.changed = True  # the server may have acted
                 if not transient or attempt >= self.attempts:
                     with arm_errors(what, changed=self.changed, attempts=attempt):
@@ -316,15 +391,30 @@ class AzureBackend:
 
         return self._call(self.where, read_all) or []
 
+    def _in_scope(self, instances: list[Instance]) -> list[Instance]:
+        """``instances`` without the protected ones (kept in :attr:`protected`):
+        Azure refuses scale set actions naming them, and its own rolling upgrade
+        skips them (Microsoft docs, virtual-machine-scale-sets-instance-protection)."""
+        shielded = {
+            i.instance_id: i
+            for i in instances
+            if i.protected or i.instance_id in self._refused_protected
+        }
+        self.protected = shielded
+        return [i for i in instances if i.instance_id not in shielded]
+
     def read(self) -> tuple[ScaleSetModel, list[Instance]]:
+        """The scale set and its instances, protected instances left out (see
+        :attr:`protected`)."""
         model = self.read_scale_set()
-        instances = self.list_instances()
+        instances = self._in_scope(self.list_instances())
         self._known = {i.instance_id: i for i in instances}
         return model, instances
 
     def poll(self) -> Observations:
-        """One paged list: the instances that changed since the last poll."""
-        current = {i.instance_id: i for i in self.list_instances()}
+        """One paged list: the instances that changed since the last poll (an
+        instance protected meanwhile leaves the engine's view like a deleted one)."""
+        current = {i.instance_id: i for i in self._in_scope(self.list_instances())}
         changed = [inst for iid, inst in current.items() if self._known.get(iid) != inst]
         deleted = [iid for iid in self._known if iid not in current]
         self._known = current
@@ -345,16 +435,27 @@ class AzureBackend:
             live = self.read_scale_set()
             return live.model != model
 
+        # not waited on: the PATCH is a long-running operation, which under Rolling
+        # lasts the platform's whole rolling upgrade and then fails with its error
+        # (Azure/azure-powershell#11896); progress is followed through the list and
+        # rollingUpgrades/latest. polling=False: .result() is the first answer (200,
+        # the scale set with its new etag, provisioningState Updating)
         result = self._call(
             f"updating the model of {self.where}",
             lambda: self.client.virtual_machine_scale_sets.begin_update(
-                self.resource_group, self.name, VirtualMachineScaleSetUpdate(body), **extra
+                self.resource_group,
+                self.name,
+                VirtualMachineScaleSetUpdate(body),
+                polling=False,
+                **extra,
             ).result(),
             write=True,
             again=applied,
         )
-        if result is not None:
+        if result is not None and result.as_dict().get("etag"):
             self.vmss_json = result.as_dict()
+        else:  # an answer without the scale set (202): read it for the etag
+            self.read_scale_set()
         return self.vmss_json.get("etag") or etag
 
     def set_upgrade_mode(self, mode: str) -> str | None:
@@ -383,11 +484,18 @@ class AzureBackend:
             )
 
         def still_needed(exc: Exception) -> bool:
+            self._refused_protected.update(protected_ids(exc) or ())
             current = {i.instance_id: i for i in self.list_instances()}
+            model = armjson.scale_set_model(self.vmss_json) if self.vmss_json else None
+            unknown = is_unknown_instance(exc)
             remaining[:] = [
                 iid
                 for iid in remaining
-                if iid in current and not _started(verb, current[iid], is_unknown_instance(exc))
+                if iid in current
+                and not current[iid].protected
+                and iid not in self._refused_protected
+                and not (unknown and current[iid].provisioning is ProvisioningState.DELETING)
+                and not _started(verb, current[iid], unknown, model)
             ]
             return bool(remaining)
 
@@ -461,16 +569,20 @@ class AzureBackend:
 _UPGRADE_VERBS = ("update_instances", "reimage", "reimage_all")
 
 
-def _started(verb: str, inst: Instance, unknown_ids: bool) -> bool:
+def _started(
+    verb: str, inst: Instance, unknown_ids: bool, model: ModelVersion | None = None
+) -> bool:
     """Whether a lost ``verb`` request already took effect on ``inst`` (so it
     must not be sent again): for an upgrade or reimage, the instance is
-    updating or already on the latest model. After a refusal naming unknown
-    instance ids, nothing took effect."""
+    updating or already runs the scale set's ``model`` (its image and size:
+    ``latestModelApplied`` also turns false on unrelated model changes). After a
+    refusal naming unknown instance ids, nothing took effect."""
     if unknown_ids:
         return False
     if verb in _UPGRADE_VERBS:
+        on_model = inst.model == model if model is not None else inst.latest_model_applied
         return inst.provisioning in (
             ProvisioningState.UPDATING,
             ProvisioningState.CREATING,
-        ) or (verb == "update_instances" and inst.latest_model_applied)
+        ) or (verb == "update_instances" and on_model)
     return verb == "delete_instances" and inst.provisioning is ProvisioningState.DELETING

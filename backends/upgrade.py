@@ -18,7 +18,7 @@ from ..engine.errors import BackendError, InputError
 from ..engine.events import Event, EventKind, StartUpgrade
 from ..engine.journal import Journal, RolloutRecord, model_to_dict
 from ..engine.model import Instance, ModelVersion, ScaleSetModel, UpgradeMode
-from ..engine.options import EngineOptions
+from ..engine.options import EngineOptions, Scope
 from ..engine.rollout import (
     Outcome,
     Rollout,
@@ -47,6 +47,8 @@ class ScaleSetBackend(Backend, Protocol):
     def rolling_upgrade_status(self) -> dict[str, Any] | None: ...
 
     def cancel_rolling_upgrade(self) -> None: ...
+
+    def known_instances(self) -> list[Instance]: ...
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,7 @@ def check_request(
     policy_action(scale_set, request)
     strategy = make(request.strategy)
     scope = request.options.scope
+    check_fault_domains(scale_set, strategy.name, scope)
     check_scope(scope, instances)
     in_scope = sum(
         1
@@ -194,6 +197,28 @@ def check_request(
         and not runs(i, request.target)
     )
     check_strategy_scope(strategy, in_scope)
+
+
+def check_fault_domains(scale_set: ScaleSetModel, strategy: str, scope: Scope) -> None:
+    """Refuse fault-domain waves and ``--only-fault-domains`` on a scale set with
+    one fault domain: under max spreading (``platformFaultDomainCount`` 1, the
+    default of zonal Uniform sets) every instance reports fault domain 0 ("you
+    only see one fault domain. This is expected behavior": Microsoft docs,
+    virtual-machine-scale-sets-manage-fault-domains), so one "fault domain" wave
+    would be every instance at once."""
+    if scale_set.fault_domain_count != 1:
+        return
+    what = []
+    if strategy == "fault-domain":
+        what.append("the fault-domain strategy")
+    if scope.fault_domains is not None:
+        what.append("--only-fault-domains")
+    if what:
+        raise InputError(
+            f"{' and '.join(what)}: scale set {scale_set.name} has one fault domain "
+            "(platformFaultDomainCount 1, max spreading: every instance reports fault "
+            "domain 0); use update-domain, zone or batch waves"
+        )
 
 
 def _drive(
@@ -292,6 +317,14 @@ def _finish(
 _TERMINAL = {"completed", "faulted", "cancelled"}
 
 
+def _run_key(status: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    """What tells one platform rolling upgrade (rollingUpgrades/latest) from the next."""
+    if not status:
+        return None
+    running = _path(status, "properties", "runningStatus") or {}
+    return tuple(running.get(k) for k in ("startTime", "code", "lastAction", "lastActionTime"))
+
+
 def follow_rolling(
     backend: ScaleSetBackend,
     scale_set: ScaleSetModel,
@@ -306,7 +339,15 @@ def follow_rolling(
 ) -> Outcome:
     """Policy Rolling with ``azure-rolling``: change the model, let the platform
     roll it out, and follow ``rollingUpgrades/latest`` (one GET and one list per
-    poll). A stop request cancels the platform's rolling upgrade."""
+    poll). A stop request cancels the platform's rolling upgrade.
+
+    The model PATCH is not waited on: on Azure its long-running operation lasts
+    until the platform's rolling upgrade ends, then fails with its error
+    (Azure/azure-powershell#11896), so waiting would block with no progress and
+    no cancel. The rolling upgrade followed is the one that started after the
+    PATCH (``latest`` may still show an earlier, finished one); should none start,
+    the rollout is over once every instance runs the target. A Faulted upgrade is
+    a halt carrying the platform's error code and progress."""
     started = clock()
     phase = "rolling"
     emit(
@@ -317,11 +358,13 @@ def follow_rolling(
             detail=f"platform rolling upgrade: {scale_set.model} -> {request.target}",
         )
     )
+    earlier = _run_key(backend.rolling_upgrade_status())
     backend.update_model(request.target, scale_set.etag)
     emit(Event(clock(), EventKind.MODEL_UPDATED, phase, detail=str(request.target)))
     done: set[str] = set()
     cancelled = False
     status: dict[str, Any] = {}
+    code = ""
     while True:
         obs = backend.poll()
         now = clock()
@@ -338,9 +381,16 @@ def follow_rolling(
                         detail="upgraded by the platform",
                     )
                 )
-        status = backend.rolling_upgrade_status() or {}
-        code = str(_path(status, "properties", "runningStatus", "code") or "").lower()
+        latest = backend.rolling_upgrade_status() or {}
+        if _run_key(latest) not in (None, earlier):
+            status = latest  # the platform's run for this model change
+            code = str(_path(status, "properties", "runningStatus", "code") or "").lower()
         if code in _TERMINAL:
+            break
+        if not status and all(
+            runs(i, request.target) and i.serving for i in backend.known_instances()
+        ):
+            code = "completed"  # every instance on the target, no run needed
             break
         if should_stop() and not cancelled:
             cancelled = True
@@ -355,16 +405,23 @@ def follow_rolling(
             )
         sleep(interval.next(bool(obs.changed)))
     progress = _path(status, "properties", "progress") or {}
-    error = _path(status, "properties", "error", "message") or ""
+    error = _path(status, "properties", "error") or {}
     finished = clock()
     completed = code == "completed"
-    reason = (
-        ""
-        if completed
-        else (
-            "interrupted" if cancelled else f"platform rolling upgrade {code}: {error}".rstrip(": ")
-        )
+    counts = (
+        f"{int(progress.get('successfulInstanceCount', len(done)))} succeeded, "
+        f"{int(progress.get('failedInstanceCount', 0))} failed, "
+        f"{int(progress.get('inProgressInstanceCount', 0))} in progress, "
+        f"{int(progress.get('pendingInstanceCount', 0))} pending"
     )
+    if completed:
+        reason = ""
+    elif cancelled:
+        reason = "interrupted"
+    else:
+        what = ": ".join(str(error[k]) for k in ("code", "message") if error.get(k))
+        reason = f"platform rolling upgrade {code}" + (f": {what}" if what else "")
+        reason += f" (progress: {counts})"
     emit(
         Event(
             finished,

@@ -2,7 +2,7 @@
 REST API (HTTPS on loopback), for the real Azure SDK and CLI tools.
 
 The command is registered by ``cli/app.py``; ``main`` runs it on its own (it is
-what ``python -m vmss_rollout.sim.emulator`` calls). The server and its
+what ``python -m vmss_rollout.emulator`` calls). The server and its
 dependencies (starlette, uvicorn, trustme) are imported only when it runs.
 """
 
@@ -125,6 +125,19 @@ def emulate(
             "--upgrade-policy",
             metavar="MODE",
             help="upgradePolicy.mode: Manual, Automatic or Rolling. Default: the scenario's.",
+            show_default=False,
+            rich_help_panel=SERVER_PANEL,
+        ),
+    ] = None,
+    protected_instances: Annotated[
+        str | None,
+        typer.Option(
+            "--protected-instances",
+            metavar="IDS",
+            help="Instances protected from scale-set actions (comma-separated ids): their "
+            "protectionPolicy says so, scale-set actions naming them are refused and the "
+            "platform's upgrades skip them. Default: the scenario's "
+            "[scale_set] protected_instances.",
             show_default=False,
             rich_help_panel=SERVER_PANEL,
         ),
@@ -273,9 +286,12 @@ def emulate(
     if upgrade_policy is not None:
         with flag_errors({"scale_set.upgrade_policy": "--upgrade-policy"}, anywhere=True):
             scenario = scenario.with_overrides(upgrade_policy=upgrade_policy)
+    if protected_instances is not None:
+        with flag_errors({"scale_set.protected_instances": "--protected-instances"}, anywhere=True):
+            scenario = scenario.with_overrides(protected_instances=protected_instances)
     try:
-        from ..sim.arm import Faults
-        from ..sim.emulator import EmulatorConfig, serve
+        from ..emulator.operations import Faults
+        from ..emulator.server import EmulatorConfig, serve
     except ImportError as exc:
         if (exc.name or "").split(".")[0] in ("starlette", "uvicorn", "trustme"):
             raise InputError(EMULATOR_EXTRA_MESSAGE) from None
@@ -311,14 +327,14 @@ def emulate(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run ``emulate`` as a program of its own (``python -m vmss_rollout.sim.emulator``):
+    """Run ``emulate`` as a program of its own (``python -m vmss_rollout.emulator``):
     invalid input is one line on stderr and exit code 2, as in ``vmss-rollout``."""
     from . import output
 
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(emulate)
     try:
-        app(args=argv, prog_name="python -m vmss_rollout.sim.emulator")
+        app(args=argv, prog_name="python -m vmss_rollout.emulator")
     except InputError as exc:
         output.print_error(output.stderr_console(), str(exc))
         sys.exit(2)

@@ -25,7 +25,14 @@ from rich.text import Text
 from ..engine.errors import InputError
 from ..engine.events import Event, EventKind
 from ..engine.journal import Journal, RolloutRecord, model_from_dict
-from ..engine.model import Health, Instance, ModelVersion, PowerState, ProvisioningState
+from ..engine.model import (
+    Health,
+    Instance,
+    ModelVersion,
+    PowerState,
+    ProvisioningState,
+    instance_sort_key,
+)
 from ..engine.options import EngineOptions, Scope
 from ..engine.rollout import check_scope
 from ..engine.rollout import runs as runs_model
@@ -224,8 +231,22 @@ def _target(current: ModelVersion, flags: Mapping[str, Any]) -> ModelVersion:
     )
 
 
+def _protected_ids(backend: AzureBackend) -> list[str]:
+    return sorted(backend.protected, key=instance_sort_key)
+
+
+def _protected_line(backend: AzureBackend) -> str:
+    ids = _protected_ids(backend)
+    return (
+        f"protected: {len(ids)} instance{'s' if len(ids) != 1 else ''} protected from scale set "
+        f"actions, left out of every rollout: {' '.join(ids)}"
+    )
+
+
 def state_of(inst: Instance) -> str:
     """One word per instance for the heat map."""
+    if inst.protected:
+        return "protected"  # left out of rollouts (protectFromScaleSetActions)
     if inst.provisioning is ProvisioningState.FAILED:
         return "failed"
     if inst.provisioning in (
@@ -250,6 +271,7 @@ STYLES = {
     "unhealthy": "red",
     "failed": "bold red reverse",
     "stopped": "bright_black",
+    "protected": "magenta",
 }
 
 
@@ -295,6 +317,7 @@ def _instance_json(inst: Instance) -> dict[str, Any]:
         "provisioning": inst.provisioning.value,
         "power": inst.power.value,
         "health": inst.health.value,
+        "protected": inst.protected,
         "model": str(inst.model) if inst.model else None,
     }
 
@@ -313,7 +336,10 @@ def status(
     """Show a scale set: its model, upgrade policy, health source, and a heat map
     of instances by update domain x fault domain coloured by state."""
     backend = _backend(resource_group, name, subscription, arm_endpoint)
-    scale_set, instances = backend.read()
+    scale_set, in_scope = backend.read()
+    instances = sorted(
+        [*in_scope, *backend.protected.values()], key=lambda i: instance_sort_key(i.instance_id)
+    )
     counts: dict[str, int] = {}
     for inst in instances:
         counts[state_of(inst)] = counts.get(state_of(inst), 0) + 1
@@ -340,6 +366,8 @@ def status(
     )
     console.print(heat_map(instances))
     console.print("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    if backend.protected:
+        console.print(_protected_line(backend), soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- plan
@@ -387,11 +415,14 @@ def plan(
     lowest serving capacity and outage risk by simulating them. Changes nothing."""
     flags = locals()
     spec = strategy.strip()
-    registry.make(spec)
+    chosen = registry.make(spec)
     options = _engine_options(flags)
     backend = _backend(resource_group, name, subscription, arm_endpoint)
     scale_set, instances = backend.read()
     target = _target(scale_set.model, flags)
+    from ..backends.upgrade import check_fault_domains
+
+    check_fault_domains(scale_set, chosen.name, options.scope)
     with study_progress(f"simulating {spec}") as progress:
         result = predict(
             instances,
@@ -417,6 +448,7 @@ def plan(
         "policy": scale_set.upgrade_mode.value,
         "policy_action": action,
         **result,
+        "protected": _protected_ids(backend),
         "requests": dict(backend.counter.attempts),
     }
     if json:
@@ -425,6 +457,8 @@ def plan(
     console = output.stdout_console()
     console.print(f"{backend.scale_set_id}\n  {scale_set.model}\n  -> {target}", soft_wrap=True)
     console.print(f"policy {scale_set.upgrade_mode.value}: {action}", soft_wrap=True)
+    if backend.protected:
+        console.print(_protected_line(backend), soft_wrap=True)
     if not result["waves"]:
         console.print("nothing to do: every instance in scope runs the target model")
         return

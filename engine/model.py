@@ -44,13 +44,33 @@ class Health(StrEnum):
     UNKNOWN = "Unknown"
 
 
-@dataclass(frozen=True, slots=True)
+#: ``imageReference`` fields an image id goes in, by the id's form (REST spec
+#: ``ImageReference``: ``id`` is an ARM resource id; direct-shared and community
+#: gallery images have ids of their own, ``/SharedGalleries/...`` and
+#: ``/CommunityGalleries/...``, in their own fields)
+ID_FIELDS = ("id", "sharedGalleryImageId", "communityGalleryImageId")
+_ID_PREFIXES = (
+    ("/sharedgalleries/", "sharedGalleryImageId"),
+    ("/communitygalleries/", "communityGalleryImageId"),
+)
+
+
+def _fold(value: str | None) -> str | None:
+    return value.lower() if value else value
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class ImageReference:
     """What an instance boots from. Exactly one form is set:
 
     * a platform image: ``publisher``/``offer``/``sku``/``version``;
-    * a managed custom or gallery image: ``id``;
+    * a managed custom or gallery image: ``id`` (an ARM resource id, or a
+      direct-shared / community gallery image id: see :attr:`id_field`);
     * a legacy unmanaged image: ``uri`` (``osDisk.image.uri``).
+
+    Equality ignores case except in ``uri``: ARM resource ids, publisher, offer
+    and SKU names are case-insensitive, and Azure may echo an id with another
+    casing than the one it was sent (``resourcegroups``); a blob path is not.
     """
 
     publisher: str | None = None
@@ -59,6 +79,35 @@ class ImageReference:
     version: str | None = None
     id: str | None = None
     uri: str | None = None
+
+    @property
+    def id_field(self) -> str:
+        """The ``imageReference`` field :attr:`id` belongs in, from the id's form."""
+        lowered = (self.id or "").lower()
+        for prefix, name in _ID_PREFIXES:
+            if lowered.startswith(prefix):
+                return name
+        return "id"
+
+    def _key(self) -> tuple[str | None, ...]:
+        return (
+            _fold(self.publisher),
+            _fold(self.offer),
+            _fold(self.sku),
+            _fold(self.version),
+            _fold(self.id),
+            self.uri,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, ImageReference):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     def __str__(self) -> str:
         if self.id:
@@ -82,13 +131,24 @@ class RollingPolicy:
     rollback_failed_instances_on_policy_breach: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class ModelVersion:
     """What the scale set model says an instance should run: its image and VM
-    size. Two instances run "the same model" when these are equal."""
+    size. Two instances run "the same model" when these are equal (VM size
+    names, like the image's names and ids, compare without case)."""
 
     image: ImageReference
     vm_size: str = "Standard_D2s_v5"
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, ModelVersion):
+            return NotImplemented
+        return self.image == other.image and self.vm_size.lower() == other.vm_size.lower()
+
+    def __hash__(self) -> int:
+        return hash((self.image, self.vm_size.lower()))
 
     def __str__(self) -> str:
         return f"{self.image} ({self.vm_size})"
@@ -105,6 +165,11 @@ class ScaleSetModel:
     etag: str | None = None
     capacity: int = 0
     zones: tuple[str, ...] = ()
+    #: ``platformFaultDomainCount`` (None: not reported). 1 is "max spreading",
+    #: the default of zonal Uniform sets: every instance reports fault domain 0
+    fault_domain_count: int | None = None
+    #: ``overprovision``: a scale-out creates extra VMs and deletes them again
+    overprovision: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +185,9 @@ class Instance:
     provisioning: ProvisioningState = ProvisioningState.SUCCEEDED
     power: PowerState = PowerState.RUNNING
     health: Health = Health.HEALTHY
+    #: ``protectionPolicy.protectFromScaleSetActions``: Azure refuses scale set
+    #: actions (upgrade, reimage, delete, ...) naming it
+    protected: bool = False
 
     @property
     def serving(self) -> bool:

@@ -178,13 +178,16 @@ def _summarize(values: set[Any]) -> str:
 
 
 def runs(inst: Instance, model: ModelVersion) -> bool:
-    """``inst`` runs ``model``: the latest model applied, and not failed there
-    (an instance whose upgrade failed is still to do)."""
-    return (
-        inst.model == model
-        and inst.latest_model_applied
-        and inst.provisioning is not ProvisioningState.FAILED
-    )
+    """``inst`` runs ``model``: its applied image and VM size are the model's,
+    and it did not fail there (an instance whose upgrade failed is still to do).
+
+    ``latestModelApplied`` is not asked: Azure turns it false on any change to
+    the scale set model an instance has not picked up, an extension added by
+    Azure Policy or Defender as much as an image (Microsoft docs,
+    virtual-machine-scale-sets-upgrade-policy: "Add/remove extensions" is a model
+    change), so it would send finished instances round again, or wait forever on
+    instances that run the target."""
+    return inst.model == model and inst.provisioning is not ProvisioningState.FAILED
 
 
 def is_bad(inst: Instance) -> bool:
@@ -633,7 +636,7 @@ class Rollout:
                 self._emit(now, EventKind.INSTANCE_UPGRADED, (owner,), self._wave_of.get(owner))
 
     def _on_target(self, inst: Instance) -> bool:
-        return inst.model == self.target_now and inst.latest_model_applied
+        return runs(inst, self.target_now)
 
     def _resolve(self, now: float, owner: str, how: Resolution, detail: str = "") -> None:
         if owner not in self.view.in_flight:

@@ -12,8 +12,11 @@ from .model import ImageReference, ModelVersion
 
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _IMAGE_ID = re.compile(
-    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/"
-    r"(images/[^/]+|galleries/[^/]+/images/[^/]+(/versions/[^/]+)?)$",
+    r"^(/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/"
+    r"(images/[^/]+|galleries/[^/]+/images/[^/]+(/versions/[^/]+)?)"
+    # direct-shared and community gallery images (imageReference.sharedGalleryImageId,
+    # communityGalleryImageId: REST spec ComputeRP ImageReference)
+    r"|/(SharedGalleries|CommunityGalleries)/[^/]+/Images/[^/]+(/Versions/[^/]+)?)$",
     re.IGNORECASE,
 )
 _GALLERY_VERSION = re.compile(r"(/versions/)[^/]+$", re.IGNORECASE)
@@ -44,8 +47,10 @@ def target_model(
     if image_id:
         if not _IMAGE_ID.match(image_id):
             raise InputError(
-                f"--image-id: expected /subscriptions/.../providers/Microsoft.Compute/images/NAME "
-                f"or .../galleries/G/images/DEF[/versions/X.Y.Z], got {image_id!r}"
+                f"--image-id: expected /subscriptions/.../providers/Microsoft.Compute/images/NAME, "
+                f".../galleries/G/images/DEF[/versions/X.Y.Z], /SharedGalleries/G/Images/DEF"
+                f"[/Versions/X.Y.Z] or /CommunityGalleries/G/Images/DEF[/Versions/X.Y.Z], "
+                f"got {image_id!r}"
             )
         image = ImageReference(id=image_id)
     elif image_uri:

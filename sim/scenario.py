@@ -36,7 +36,14 @@ _DEFAULT_REQUIRED = Amount(80, percent=True)
 # ``engine`` is a whole table of its own, parsed by EngineOptions.
 _LAYOUT: dict[str | None, tuple[str, ...]] = {
     None: ("name", "seed", "runs", "strategy"),
-    "scale_set": ("instances", "update_domains", "fault_domains", "zones", "upgrade_policy"),
+    "scale_set": (
+        "instances",
+        "update_domains",
+        "fault_domains",
+        "zones",
+        "upgrade_policy",
+        "protected_instances",
+    ),
     "timing": ("upgrade", "health_delay"),
     "faults": ("upgrade_failure", "unhealthy_after_upgrade", "bad_image"),
     "demand": ("required",),
@@ -99,6 +106,16 @@ def _zones(value: object, key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _instance_ids(value: object, key: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list | tuple) and all(
+        isinstance(v, str) and v.strip().isdigit() for v in value
+    ):
+        return tuple(dict.fromkeys(v.strip() for v in value))
+    raise InputError(f'{key}: expected a list of instance ids such as ["0", "7"], got {value!r}')
+
+
 def _policy(value: object, key: str) -> str:
     if isinstance(value, str):
         for policy in _POLICIES:
@@ -156,6 +173,7 @@ _PARSERS: dict[str, Callable[[object, str], object]] = {
     "fault_domains": _whole(1, 5),
     "zones": _zones,
     "upgrade_policy": _policy,
+    "protected_instances": _instance_ids,
     "upgrade": parse_distribution,
     "health_delay": parse_distribution,
     "upgrade_failure": _probability,
@@ -188,7 +206,7 @@ def _from_cli(name: str, value: object) -> object:
         words = {"true": True, "yes": True, "on": True, "1": True}
         words |= {"false": False, "no": False, "off": False, "0": False}
         return words.get(text.lower(), value)
-    if name == "zones":
+    if name in ("zones", "protected_instances"):
         return [z.strip() for z in text.split(",") if z.strip()]
     return value
 
@@ -208,9 +226,14 @@ class Scenario:
     # [scale_set]
     instances: int = 20
     update_domains: int = 5  # per zone / placement group
-    fault_domains: int = 5
+    #: the platform fault-domain count; None (left out): Azure's default for the
+    #: topology, 1 for a zonal set and 5 for a regional one (MicrosoftDocs
+    #: azure-compute-docs, virtual-machine-scale-sets-manage-fault-domains.md)
+    fault_domains: int = None  # type: ignore[assignment]  # resolved in __post_init__
     zones: tuple[str, ...] = ()
     upgrade_policy: str = "Manual"
+    #: instances protected from scale-set actions (the emulator's protectionPolicy)
+    protected_instances: tuple[str, ...] = ()
     # [timing]
     upgrade: Distribution = _DEFAULT_UPGRADE  # lognormal(mean=4m, sd=1m)
     health_delay: Distribution = _DEFAULT_HEALTH_DELAY  # fixed(30s)
@@ -223,9 +246,18 @@ class Scenario:
     # optional
     strategy: str | None = None
     engine: EngineOptions = field(default_factory=EngineOptions)
+    #: whether ``fault_domains`` was given (else it follows the zones)
+    fault_domains_given: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        given = self.fault_domains is not None
+        if not given:
+            zonal = bool(_zones(self.zones, _KEYS["zones"]))
+            object.__setattr__(self, "fault_domains", 1 if zonal else 5)
+        object.__setattr__(self, "fault_domains_given", given)
         for f in fields(self):
+            if not f.init:
+                continue
             parsed = _PARSERS[f.name](getattr(self, f.name), _KEYS[f.name])
             object.__setattr__(self, f.name, parsed)  # frozen: canonicalise in place
         if not self.required.percent and self.required.value > self.instances:
@@ -254,11 +286,15 @@ class Scenario:
                 raise InputError(f"{name}: unknown scenario setting (valid: {', '.join(valid)})")
             if value is not None:
                 changes[target] = _from_cli(target, value)
+        if "zones" in changes and "fault_domains" not in changes and not self.fault_domains_given:
+            changes["fault_domains"] = None  # Azure's default for the new topology
         return replace(self, **changes)
 
     def to_toml(self) -> str:
         """A TOML document that :func:`load_scenario_text` reads back to an equal scenario."""
-        values: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
+        values: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+        if not self.fault_domains_given:
+            values["fault_domains"] = None  # left out: it follows the zones
         values["upgrade"] = str(self.upgrade)
         values["health_delay"] = str(self.health_delay)
         values["required"] = (
@@ -269,7 +305,7 @@ class Scenario:
             if table:
                 lines += ["", f"[{table}]"]
             for name in names:
-                if values[name] is not None:  # only `strategy` can be None
+                if values[name] is not None:  # `strategy`, `fault_domains` can be None
                     lines.append(f"{name} = {_toml_value(values[name])}")
         engine = _engine_items(self.engine)
         default = _engine_items(EngineOptions())

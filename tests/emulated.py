@@ -45,7 +45,18 @@ IDENTITY_VARS = (
 #: the commands that talk to ARM (they get --arm-endpoint)
 ARM_COMMANDS = ("status", "plan", "upgrade", "resume", "instances")
 #: request-log operations that cannot change the scale set
-READS = ("vmss.get", "vms.list", "vms.get", "identity.token", "operations")
+READS = (
+    "vmss.get",
+    "vms.list",
+    "vms.get",
+    "identity.token",
+    "operations",
+    "vmss.skus",
+    "subscriptions.",
+    "tenants.",
+    "resourcegroups.",
+    "metadata.",
+)
 
 
 class Emulated:

@@ -1,4 +1,4 @@
-"""The ARM model of the emulator (sim/arm.py), without HTTP: a fake clock,
+"""The ARM model of the emulator (the emulator/ package), without HTTP: a fake clock,
 requests built by hand, JSON checked against what Azure sends."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from vmss_rollout.engine import armjson
+from vmss_rollout.backends import armjson
+from vmss_rollout.emulator import ArmEmulator, Faults, Request, Response, build_scale_set
 from vmss_rollout.engine.errors import InputError
 from vmss_rollout.engine.model import Health, ImageReference, PowerState, ProvisioningState
-from vmss_rollout.sim.arm import ArmEmulator, Faults, Request, Response, build_scale_set
 from vmss_rollout.sim.runner import build, derive_seed
 from vmss_rollout.sim.scenario import Scenario
 
@@ -615,7 +615,7 @@ def test_legacy_unmanaged_image_uri() -> None:
 
 def test_control_endpoints_answer_loopback_only() -> None:
     pytest.importorskip("starlette")
-    from vmss_rollout.sim.emulator import _is_loopback
+    from vmss_rollout.emulator.server import _is_loopback
 
     assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("localhost")
     assert not _is_loopback("10.0.0.5") and not _is_loopback(None)
@@ -636,3 +636,223 @@ def test_emulate_input_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None
         assert info.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+
+
+# ------------------------------------------------- issue 9: Azure's handling of PUT/PATCH bodies
+
+
+def test_deleting_instances_lowers_the_capacity_a_later_patch_keeps() -> None:
+    e = Arm()
+    e.call("POST", f"{e.vmss}/delete", {"instanceIds": ["8", "9"]})
+    e.call("DELETE", f"{e.vmss}/virtualMachines/7")
+    assert e.call("GET", e.vmss).body["sku"]["capacity"] == 7
+    # a model PATCH without sku.capacity must not scale the set back out to 10
+    patch_version(e, "2.0.0")
+    e.call("PATCH", e.vmss, {"tags": {"owner": "me"}})
+    e.at(300)
+    assert sorted(e.arm.ss.instances, key=int) == [str(i) for i in range(7)]
+    assert e.call("GET", e.vmss).body["sku"]["capacity"] == 7
+
+
+def test_put_with_a_partial_body_leaves_the_rest_unchanged() -> None:
+    e = Arm()
+    before = e.call("GET", e.vmss).body
+    # az vmss scale --new-capacity 12: a PUT of only location and sku
+    scaled = e.call("PUT", e.vmss, {"location": "westeurope", "sku": {"capacity": 12}})
+    assert scaled.status == 200, scaled.body
+    assert len(e.arm.ss.instances) == 12
+    assert (
+        scaled.body["properties"]["virtualMachineProfile"]
+        == (before["properties"]["virtualMachineProfile"])
+    )
+    # az vmss update --set ...imageReference.version=2.0.0: only the version
+    body = {
+        "location": "westeurope",
+        "properties": {
+            "virtualMachineProfile": {"storageProfile": {"imageReference": {"version": "2.0.0"}}}
+        },
+    }
+    updated = e.call("PUT", e.vmss, body)
+    assert updated.status == 200, updated.body
+    ref = updated.body["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"]
+    assert ref == {
+        **before["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"],
+        "version": "2.0.0",
+    }
+    assert e.arm.ss.model.image.version == "2.0.0"
+    assert e.arm.ss.model.image.publisher == "Canonical"
+    assert e.call("PUT", e.vmss, {"sku": {"capacity": 3}}).status == 400  # location required
+
+
+def test_numbers_and_booleans_as_json_strings() -> None:
+    e = Arm()
+    body = {
+        "sku": {"capacity": "12"},
+        "properties": {
+            "upgradePolicy": {
+                "rollingUpgradePolicy": {"maxBatchInstancePercent": "50", "maxSurge": "false"}
+            }
+        },
+    }
+    response = e.call("PATCH", e.vmss, body)
+    assert response.status == 200, response.body
+    assert response.body["sku"]["capacity"] == 12
+    policy = response.body["properties"]["upgradePolicy"]["rollingUpgradePolicy"]
+    assert policy["maxBatchInstancePercent"] == 50 and policy["maxSurge"] is False
+    assert len(e.arm.ss.instances) == 12
+    bad = e.call("PATCH", e.vmss, {"sku": {"capacity": "twelve"}})
+    assert bad.status == 400 and bad.body["error"]["target"] == "sku.capacity"
+
+
+@pytest.mark.parametrize(
+    "field, gallery_id",
+    [
+        ("sharedGalleryImageId", "/SharedGalleries/abc-123/Images/app/Versions/1.2.3"),
+        ("communityGalleryImageId", "/CommunityGalleries/pub-9/Images/app/Versions/1.2.3"),
+        (
+            "id",
+            f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute"
+            "/galleries/g/images/app/versions/1.2.3",
+        ),
+    ],
+)
+def test_gallery_image_ids_are_stored_in_their_own_field(field: str, gallery_id: str) -> None:
+    e = Arm()
+    ref = {k: None for k in ("id", "sharedGalleryImageId", "communityGalleryImageId")}
+    ref[field] = gallery_id
+    body = {"properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": ref}}}}
+    doc = e.call("PATCH", e.vmss, body).body
+    stored = doc["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"]
+    assert stored == {field: gallery_id}
+    assert e.arm.ss.model.image.id == gallery_id
+    # back to a platform image: the id goes
+    patch_version(e, "3.0.0")
+    platform = {
+        "publisher": "Canonical",
+        "offer": "ubuntu-24_04-lts",
+        "sku": "server",
+        "version": "3.0.0",
+    }
+    body = {
+        "properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": platform}}}
+    }
+    doc = e.call("PATCH", e.vmss, body).body
+    assert doc["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"] == (
+        platform
+    )
+
+
+def test_vms_report_when_they_were_created() -> None:
+    e = Arm()
+    e.at(100)
+    e.call("PATCH", e.vmss, {"sku": {"capacity": 11}})
+    vms = {vm["instanceId"]: vm for vm in e.call("GET", f"{e.vmss}/virtualMachines").body["value"]}
+    assert vms["0"]["properties"]["timeCreated"] == e.arm.iso(0.0)
+    new = e.call("GET", f"{e.vmss}/virtualMachines/10").body
+    assert new["properties"]["timeCreated"] == e.arm.iso(100.0)
+
+
+# ------------------------------------------------------------------ issue 9: instance protection
+
+
+def vm_doc(e: Arm, iid: str) -> dict[str, Any]:
+    response = e.call("GET", f"{e.vmss}/virtualMachines/{iid}")
+    assert response.status == 200, response.body
+    body: dict[str, Any] = response.body
+    return body
+
+
+def test_protected_instances_refuse_scale_set_actions_naming_them() -> None:
+    e = Arm(scenario=scenario(protected_instances=["3", "7"]))
+    assert vm_doc(e, "3")["properties"]["protectionPolicy"] == {
+        "protectFromScaleIn": True,
+        "protectFromScaleSetActions": True,
+    }
+    assert "protectionPolicy" not in vm_doc(e, "0")["properties"]
+    patch_version(e, "2.0.0")
+    for action in ("manualupgrade", "reimage", "restart", "deallocate", "delete"):
+        refused = e.call("POST", f"{e.vmss}/{action}", {"instanceIds": ["2", "3", "7"]})
+        assert refused.status == 400, (action, refused.body)
+        assert error_code(refused) == "OperationNotAllowed"
+        assert refused.body["error"]["message"] == (
+            "InstanceIds may not contain instances that are protected from scale set actions. "
+            "The following instance ids are protected from scale set action: 3, 7."
+        )
+    assert e.arm.ss.instances["2"].provisioning is ProvisioningState.SUCCEEDED  # nothing done
+    # without ids: every unprotected instance
+    e.call("POST", f"{e.vmss}/restart")
+    assert e.arm.ss.instances["3"].power is PowerState.RUNNING
+    assert e.arm.ss.instances["4"].power is PowerState.STARTING
+    e.at(100)
+    # the instance's own operations are not blocked
+    assert e.call("POST", f"{e.vmss}/virtualMachines/3/restart").status == 202
+    assert e.call("DELETE", f"{e.vmss}/virtualMachines/7").status == 202
+    assert "7" not in e.arm.ss.instances
+
+
+def test_protection_is_set_on_the_instance_model() -> None:
+    e = Arm()
+    body = {"properties": {"protectionPolicy": {"protectFromScaleSetActions": True}}}
+    put = e.call("PUT", f"{e.vmss}/virtualMachines/5", body)
+    assert put.status == 200, put.body
+    assert put.body["properties"]["protectionPolicy"]["protectFromScaleSetActions"] is True
+    assert e.call("POST", f"{e.vmss}/manualupgrade", {"instanceIds": ["5"]}).status == 400
+    conflicting = {
+        "properties": {
+            "protectionPolicy": {"protectFromScaleIn": False, "protectFromScaleSetActions": True}
+        }
+    }
+    response = e.call("PUT", f"{e.vmss}/virtualMachines/6", conflicting)
+    assert response.status == 400
+    assert "protectFromScaleIn cannot be false" in response.body["error"]["message"]
+    unprotect = {"properties": {"protectionPolicy": {"protectFromScaleSetActions": False}}}
+    assert e.call("PUT", f"{e.vmss}/virtualMachines/5", unprotect).status == 200
+    assert e.call("POST", f"{e.vmss}/manualupgrade", {"instanceIds": ["5"]}).status == 202
+
+
+def test_platform_upgrades_and_scale_in_skip_protected_instances() -> None:
+    e = Arm(scenario=scenario(protected_instances=["0", "9"], upgrade_policy="Rolling"))
+    patch_version(e, "2.0.0")
+    e.at(3000)
+    latest = e.call("GET", f"{e.vmss}/rollingUpgrades/latest").body["properties"]
+    assert latest["runningStatus"]["code"] == "Completed"
+    assert latest["progress"]["successfulInstanceCount"] == 8
+    stale = {i for i, inst in e.arm.ss.instances.items() if inst.model != e.arm.ss.model}
+    assert stale == {"0", "9"}
+    e.call("PATCH", e.vmss, {"sku": {"capacity": 7}})
+    assert sorted(e.arm.ss.instances, key=int) == ["0", "1", "2", "3", "4", "5", "9"]
+
+    auto = Arm(scenario=scenario(protected_instances=["4"], upgrade_policy="Automatic"))
+    patch_version(auto, "2.0.0")
+    auto.at(1000)
+    assert {i for i, x in auto.arm.ss.instances.items() if x.model != auto.arm.ss.model} == {"4"}
+
+
+# ------------------------------------------------------------------ issue 9: fault domains
+
+
+def test_zonal_sets_default_to_one_fault_domain() -> None:
+    zonal = scenario(zones=["1", "2", "3"], fault_domains=None)
+    assert zonal.fault_domains == 1
+    e = Arm(scenario=zonal)
+    assert e.call("GET", e.vmss).body["properties"]["platformFaultDomainCount"] == 1
+    views = e.call("GET", f"{e.vmss}/virtualMachines", query={"$expand": "instanceView"})
+    assert {
+        vm["properties"]["instanceView"]["platformFaultDomain"] for vm in views.body["value"]
+    } == {0}
+    # the simulator follows the same rule, so plans match the emulated set
+    _, sim = build(zonal, derive_seed(zonal.seed, 0))
+    assert {i.fault_domain for i in sim.instances.values()} == {0}
+    # the default scenario is regional (5); adding zones makes it 1 unless it was set
+    base = Scenario()
+    assert base.fault_domains == 5
+    assert base.with_overrides(zones="1,2").fault_domains == 1
+    assert Scenario(fault_domains=5).with_overrides(zones="1,2").fault_domains == 5
+    assert "fault_domains" not in base.to_toml()
+
+
+def test_fault_domain_counts_azure_allows() -> None:
+    assert Arm(scenario=scenario(zones=["1"], fault_domains=5)).arm.ss.fault_domains == 5
+    assert Arm(scenario=scenario(fault_domains=3)).arm.ss.fault_domains == 3
+    with pytest.raises(InputError, match=r"^scale_set.fault_domains: a zonal scale set has 1 or 5"):
+        Arm(scenario=scenario(zones=["1"], fault_domains=3))

@@ -31,8 +31,8 @@ pytest.importorskip("uvicorn")
 
 from emulated import FAST, SCENARIO, Emulated
 
+from vmss_rollout.emulator.launch import emulator_process
 from vmss_rollout.engine.journal import Journal
-from vmss_rollout.sim.launch import emulator_process
 
 N = 20
 CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")

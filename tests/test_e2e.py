@@ -27,9 +27,9 @@ pytest.importorskip("uvicorn")
 
 from emulated import FAST, RG, SCENARIO, Emulated
 
+from vmss_rollout.emulator.launch import emulator_process
 from vmss_rollout.engine.journal import Journal
 from vmss_rollout.sim import load_scenario, run_once
-from vmss_rollout.sim.launch import emulator_process
 
 
 def journal_waves(emu: Emulated, rollout_id: str) -> list[dict[str, Any]]:

@@ -1,5 +1,5 @@
 """The ARM emulator end to end: a real server process (``python -m
-vmss_rollout.sim.emulator``) over HTTPS, driven by the real azure-mgmt-compute
+vmss_rollout.emulator``) over HTTPS, driven by the real azure-mgmt-compute
 SDK with azure-identity's DefaultAzureCredential, configured only through the
 environment the emulator prints.
 
@@ -35,7 +35,7 @@ from azure.core.exceptions import (
 from azure.identity import DefaultAzureCredential
 from azure.mgmt.compute import ComputeManagementClient
 
-from vmss_rollout.sim.launch import emulator_process
+from vmss_rollout.emulator.launch import emulator_process
 
 RG = "vmss-rollout-rg"
 NAME = "web-tier"

@@ -1,5 +1,6 @@
-"""Secrets stay secret: the emulator issues recognizable access tokens
-(``vmss-emu-token.`` + random) and its managed-identity secret
+"""Secrets stay secret: the emulator issues recognizable access tokens (JWTs
+whose encoded header, ``TOKEN_PREFIX``, is the same for all of them, followed by
+claims and a random signature) and its managed-identity secret
 (``IDENTITY_HEADER``) is known; neither appears in anything vmss-rollout prints
 (stdout, stderr, ``--debug`` tracebacks) or writes (the journal and its -wal
 and -shm files). The journal is readable by its owner only, and the emulator
@@ -18,8 +19,8 @@ pytest.importorskip("uvicorn")
 
 from emulated import FAST, RG, SCENARIO, Emulated
 
-from vmss_rollout.sim.arm import TOKEN_PREFIX
-from vmss_rollout.sim.launch import emulator_process
+from vmss_rollout.emulator.identity import TOKEN_PREFIX
+from vmss_rollout.emulator.launch import emulator_process
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vmss_rollout.engine import armjson
+from vmss_rollout.backends import armjson
 from vmss_rollout.engine.errors import InputError
 from vmss_rollout.engine.model import (
     Health,
@@ -14,6 +14,7 @@ from vmss_rollout.engine.model import (
     ProvisioningState,
     UpgradeMode,
 )
+from vmss_rollout.engine.rollout import runs
 from vmss_rollout.engine.target import target_model
 
 PLATFORM = ModelVersion(
@@ -206,3 +207,87 @@ def test_iso_durations() -> None:
     assert armjson.iso_duration("P1D") == 86400
     with pytest.raises(InputError):
         armjson.iso_duration("2 minutes")
+
+
+# --------------------------------------------------------------------------- ids and "on target"
+
+SHARED = "/SharedGalleries/0a1b2c-WEBIMAGES/Images/web/Versions/1.0.0"
+COMMUNITY = "/CommunityGalleries/contoso-5f1e/Images/web/Versions/1.0.0"
+
+
+def _vm_with_image(ref: dict[str, object], *, latest: bool = True) -> dict[str, object]:
+    doc = vm()
+    props = doc["properties"]
+    props["storageProfile"] = {"imageReference": ref}  # type: ignore[index]
+    props["latestModelApplied"] = latest  # type: ignore[index]
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("field", "image_id"),
+    [("sharedGalleryImageId", SHARED), ("communityGalleryImageId", COMMUNITY), ("id", GALLERY)],
+)
+def test_gallery_ids_round_trip_in_their_own_field(field: str, image_id: str) -> None:
+    pinned = image_id if "/versions/" in image_id.lower() else image_id + "/versions/1.0.0"
+    vmss = {
+        "sku": {"name": "Standard_D2s_v5"},
+        "properties": {
+            "virtualMachineProfile": {"storageProfile": {"imageReference": {field: pinned}}}
+        },
+    }
+    current = armjson.scale_set_model(vmss)
+    assert current.image.id == pinned and current.image.id_field == field
+    target = target_model(current, image_version="1.1.0")
+    assert target.image.id_field == field
+    patch = armjson.model_patch(target, current)
+    ref = patch["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"]
+    # the id in its own field; the other kinds nulled so a merge cannot keep a stale one
+    assert ref[field].endswith("/1.1.0")
+    assert {k: v for k, v in ref.items() if k != field} == dict.fromkeys(
+        {"id", "sharedGalleryImageId", "communityGalleryImageId"} - {field}
+    )
+    # an instance reports the image in the same field, and is then on the target
+    inst = armjson.instance(_vm_with_image(armjson.image_json(target.image)), use_vm_health=False)
+    assert inst.model is not None and inst.model.image == target.image
+    assert target_model(current, image_id=image_id).image.id_field == field
+
+
+def test_ids_and_names_compare_without_case() -> None:
+    model = ModelVersion(ImageReference(id=GALLERY + "/versions/2.0.0"), "Standard_D2s_v5")
+    echoed = {"id": GALLERY.lower() + "/Versions/2.0.0"}
+    inst = armjson.instance(_vm_with_image(echoed), use_vm_health=False)
+    inst = inst.evolve(model=ModelVersion(inst.model.image, "standard_d2s_v5"))  # type: ignore[union-attr]
+    assert inst.model == model and hash(inst.model) == hash(model)
+    assert runs(inst, model)
+    platform = armjson.instance(
+        _vm_with_image(
+            {
+                "publisher": "canonical",
+                "offer": "UBUNTU-24_04-lts",
+                "sku": "Server",
+                "version": "1.0.0",
+            }
+        ),
+        use_vm_health=False,
+    )
+    assert runs(platform, PLATFORM)
+    # a blob path is case-sensitive
+    assert ImageReference(uri="https://a.blob.core.windows.net/v/Web.vhd") != ImageReference(
+        uri="https://a.blob.core.windows.net/v/web.vhd"
+    )
+    assert not runs(platform, target_model(PLATFORM, image_version="1.0.1"))
+
+
+def test_on_target_is_the_applied_image_and_size_not_latest_model_applied() -> None:
+    """Azure turns latestModelApplied false on any model change (an extension
+    added by Policy): an instance on the target image and size still runs it,
+    and one on another image does not, whatever the flag says."""
+    drifted = armjson.instance(
+        _vm_with_image(armjson.image_json(PLATFORM.image), latest=False), use_vm_health=False
+    )
+    assert not drifted.latest_model_applied
+    assert runs(drifted, PLATFORM)
+    assert not runs(drifted, target_model(PLATFORM, image_version="2.0.0"))
+    assert not runs(drifted, target_model(PLATFORM, vm_size="Standard_D4s_v5"))
+    failed = drifted.evolve(provisioning=ProvisioningState.FAILED)
+    assert not runs(failed, PLATFORM)

@@ -23,14 +23,14 @@ from typing import Any
 def emulator_process(
     scenario: Path | None, workdir: Path, *args: str, timeout: float = 30.0
 ) -> Iterator[dict[str, Any]]:
-    """Run ``python -m vmss_rollout.sim.emulator`` on a free loopback port;
+    """Run ``python -m vmss_rollout.emulator`` on a free loopback port;
     yield what it wrote to its env file (``env``, ``endpoint``, ``port``,
     ``resource_group``, ``name``, ...) plus ``log`` (its output file). The
     process is terminated on exit."""
     workdir.mkdir(parents=True, exist_ok=True)
     env_file = workdir / "env.json"
     env_file.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "vmss_rollout.sim.emulator"]
+    command = [sys.executable, "-m", "vmss_rollout.emulator"]
     if scenario is not None:
         command.append(str(scenario))
     command += ["--port", "0", "--env-file", str(env_file), "--state-dir", str(workdir / "tls")]

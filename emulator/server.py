@@ -15,7 +15,7 @@ exported:
 Every handler is ``async`` and the ARM model is synchronous, so requests are
 handled one at a time on the event loop's thread (no lock needed).
 
-Run it with ``vmss-rollout emulate`` or ``python -m vmss_rollout.sim.emulator``
+Run it with ``vmss-rollout emulate`` or ``python -m vmss_rollout.emulator``
 (the same options).
 """
 
@@ -44,21 +44,23 @@ from starlette.responses import Response as HttpResponse
 from starlette.routing import Route
 
 from ..engine.errors import InputError
-from .arm import (
+from ..sim.scenario import Scenario
+from .base import (
     DEFAULT_LOCATION,
     DEFAULT_PAGE_SIZE,
     DEFAULT_RESOURCE_GROUP,
     DEFAULT_SUBSCRIPTION,
-    ArmEmulator,
-    Faults,
     Request,
     Response,
 )
-from .scenario import Scenario
+from .core import ArmEmulator
+from .operations import Faults
 
 __all__ = ["EmulatorConfig", "TlsFiles", "create_app", "generate_tls", "serve"]
 
 IDENTITY_PATH = "/msi/token"
+#: ARM's cloud metadata (endpoint discovery), answered without a token
+METADATA_PATH = "/metadata/endpoints"
 ADMIN_PREFIX = "/_emulator"
 _METHODS = ["GET", "PUT", "PATCH", "POST", "DELETE", "HEAD", "OPTIONS"]
 
@@ -204,6 +206,9 @@ def create_app(arm: ArmEmulator) -> DroppingApp:
     async def identity(request: HttpRequest) -> HttpResponse:
         return _to_http(arm.handle_identity(await _request(request)))
 
+    async def metadata(request: HttpRequest) -> HttpResponse:
+        return _to_http(arm.handle_metadata(await _request(request)))
+
     async def resource_manager(request: HttpRequest) -> HttpResponse:
         latency = arm.faults.latency
         if latency > 0:
@@ -278,6 +283,7 @@ def create_app(arm: ArmEmulator) -> DroppingApp:
 
     routes = [
         Route(IDENTITY_PATH, identity, methods=["GET", "POST"]),
+        Route(METADATA_PATH, metadata, methods=["GET"]),
         Route(f"{ADMIN_PREFIX}/requests", admin(requests), methods=["GET"]),
         Route(f"{ADMIN_PREFIX}/reset-counts", admin(reset_counts), methods=["POST"]),
         Route(f"{ADMIN_PREFIX}/faults", admin(faults), methods=["GET", "POST"]),
@@ -451,9 +457,3 @@ def serve(config: EmulatorConfig, *, out: TextIO | None = None, err: TextIO | No
             if isinstance(exc, SystemExit)
             else f"--port: cannot listen on {config.host}:{config.port} ({exc})"
         ) from None
-
-
-if __name__ == "__main__":
-    from ..cli.emulate import main
-
-    main()

@@ -11,8 +11,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import InputError
-from .model import (
+from ..engine.errors import InputError
+from ..engine.model import (
+    ID_FIELDS,
     Health,
     ImageReference,
     Instance,
@@ -67,7 +68,7 @@ def image_from_storage_profile(storage: Json | None) -> ImageReference:
         offer=ref.get("offer"),
         sku=ref.get("sku"),
         version=ref.get("version"),
-        id=ref.get("id") or ref.get("sharedGalleryImageId") or ref.get("communityGalleryImageId"),
+        id=next((ref[f] for f in ID_FIELDS if ref.get(f)), None),
         uri=uri,
     )
 
@@ -77,7 +78,9 @@ def storage_profile_patch(image: ImageReference) -> dict[str, Any]:
     if image.uri:
         return {"osDisk": {"image": {"uri": image.uri}}}
     if image.id:
-        return {"imageReference": {"id": image.id}}
+        # the id in the field of its kind, the other kinds nulled (a PATCH merges:
+        # an id of another kind left in place would contradict it)
+        return {"imageReference": {f: image.id if f == image.id_field else None for f in ID_FIELDS}}
     ref = {k: getattr(image, k) for k in ("publisher", "offer", "sku", "version")}
     return {"imageReference": {k: v for k, v in ref.items() if v is not None}}
 
@@ -85,7 +88,7 @@ def storage_profile_patch(image: ImageReference) -> dict[str, Any]:
 def image_json(image: ImageReference) -> dict[str, Any]:
     """``imageReference`` as Azure reports it on a VM (with ``exactVersion``)."""
     if image.id:
-        return {"id": image.id}
+        return {image.id_field: image.id}
     ref: dict[str, Any] = {
         k: getattr(image, k) for k in ("publisher", "offer", "sku", "version") if getattr(image, k)
     }
@@ -134,6 +137,7 @@ def scale_set(vmss: Json) -> ScaleSetModel:
         upgrade_mode = UpgradeMode(str(mode).capitalize())
     except ValueError:
         upgrade_mode = UpgradeMode.MANUAL
+    fd_count = _get(vmss, "properties", "platformFaultDomainCount")
     return ScaleSetModel(
         name=str(vmss.get("name") or ""),
         model=scale_set_model(vmss),
@@ -142,6 +146,8 @@ def scale_set(vmss: Json) -> ScaleSetModel:
         etag=vmss.get("etag"),
         capacity=int(_get(vmss, "sku", "capacity") or 0),
         zones=tuple(vmss.get("zones") or ()),
+        fault_domain_count=int(fd_count) if fd_count is not None else None,
+        overprovision=bool(_get(vmss, "properties", "overprovision")),
     )
 
 
@@ -209,4 +215,5 @@ def instance(vm: Json, *, use_vm_health: bool) -> Instance:
         provisioning=provisioning,
         power=power,
         health=health,
+        protected=bool(_get(props, "protectionPolicy", "protectFromScaleSetActions")),
     )
