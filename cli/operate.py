@@ -420,6 +420,7 @@ def plan(
     backend = _backend(resource_group, name, subscription, arm_endpoint)
     scale_set, instances = backend.read()
     target = _target(scale_set.model, flags)
+    registry.validate(spec, instances, options.scope, target)  # as upgrade and simulate check
     from ..backends.upgrade import check_fault_domains
 
     check_fault_domains(scale_set, chosen.name, options.scope)

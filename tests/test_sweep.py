@@ -210,12 +210,27 @@ def test_small_sweep_end_to_end() -> None:
     objectives = [
         (p["summary"]["duration_s"]["mean"], p["summary"]["min_serving"]["min"]) for p in points
     ]
-    front = [i for i, p in enumerate(points) if p["pareto"]]
-    assert front
-    for i in front:  # no front point is dominated by any point
-        assert not any(_dominated(objectives[i], q) for q in objectives)
-    for i in set(range(8)) - set(front):  # every other point is
-        assert any(_dominated(objectives[i], q) for q in objectives)
+    # faults.upgrade_failure is a condition: one front per value, among points that never halted
+    assert all(
+        p["condition"] == {"faults.upgrade_failure": p["values"]["faults.upgrade_failure"]}
+        for p in points
+    )
+    for rate in (0, 0.1):
+        members = [
+            i for i, p in enumerate(points) if p["condition"]["faults.upgrade_failure"] == rate
+        ]
+        clean = [i for i in members if points[i]["summary"]["halted_runs"] == 0]
+        front = [i for i in members if points[i]["pareto"]]
+        assert set(front) <= set(clean)  # a point with halted runs is on no front
+        assert bool(front) == bool(clean)
+        rivals = [objectives[j] for j in clean]
+        for i in front:  # no front point is dominated by a clean point of its condition
+            assert not any(_dominated(objectives[i], q) for q in rivals)
+        for i in set(clean) - set(front):  # every other clean point is
+            assert any(_dominated(objectives[i], q) for q in rivals)
+        for i in members:
+            summary = points[i]["summary"]
+            assert points[i]["halt_rate"] == summary["halted_runs"] / summary["runs"]
     # one-at-a-time keeps the most serving: batch:size=1 without faults is on the front
     assert points[0]["pareto"]
     # the same grid on a pool gives the same numbers
@@ -273,10 +288,11 @@ def test_cli_json(tmp_path: Path) -> None:
     assert data["strategy"] == "batch"  # named by the --vary key
     assert data["runs"] == 5 and data["seed"] == 4
     assert data["keys"] == ["batch:size", "faults.upgrade_failure"]
-    assert set(data["pareto_objectives"]) == {"minimise", "maximise"}
+    assert set(data["pareto_objectives"]) == {"minimise", "maximise", "among"}
+    assert data["conditions"] == ["faults.upgrade_failure"]
     assert len(data["points"]) == 8
     for point in data["points"]:
-        assert set(point) == {"values", "strategy", "summary", "pareto"}
+        assert set(point) == {"values", "condition", "strategy", "summary", "halt_rate", "pareto"}
         assert set(point["values"]) == set(data["keys"])
         assert point["summary"]["runs"] == 5
     assert any(p["pareto"] for p in data["points"])
@@ -294,6 +310,7 @@ def test_cli_json(tmp_path: Path) -> None:
         (["-s", "window", "--vary", "batch:size=1"], "not a parameter of the swept strategy"),
         (["--vary", "batch:size=3..1"], "empty range"),
         (["--vary", "batch:size=1", "--json", "--csv", "-"], "choose one"),
+        (["--vary", "batch:size=1", "-o", "tsv", "--csv", "-"], "choose one"),
         (["--vary", "batch:size=1", "--workers", "0"], "--workers"),
         (["--vary", "batch:size=1", "--runs", "0"], "--runs"),
     ],
