@@ -548,8 +548,20 @@ def verify(
         int | None,
         typer.Option(
             "--seed",
+            metavar="N",
             help="Seed that picks the examples. Default: a fixed (derandomized) search that "
             "gives the same answer every time.",
+            show_default=False,
+        ),
+    ] = None,
+    min_instances: Annotated[
+        int | None,
+        typer.Option(
+            "--min-instances",
+            metavar="N",
+            help="Smallest scale set to try (examples have N to 500 instances). Default: the "
+            "smallest where an in-place rollout can meet the SLO at all (5 for --min-serving "
+            "80%: 4 of 5 serve while one upgrades; 2 with --max-outage), else 1.",
             show_default=False,
         ),
     ] = None,
@@ -562,9 +574,15 @@ def verify(
     that the rollout completes (or, with faults, halts at a safety gate). Add a
     serving SLO with --min-serving and/or --max-outage.
 
+    The --min-serving SLO is checked on fault-free examples (a failed upgrade takes
+    an instance down whatever the strategy). An example where the strategy's own
+    guarantee lets more instances down than the SLO allows is infeasible by
+    construction: verify says so and exits 1 without a scenario (there is nothing
+    to reproduce). Fleets too small for any rollout to meet the SLO are skipped.
+
     Prints "OK: N examples" and exits 0 when nothing breaks. Otherwise exits 1 and
     prints on stdout the smallest scenario TOML that reproduces the violation (its
-    header comment names it): save it and run `vmss-rollout simulate FILE`.
+    header comment names it): save it and run `vmss-rollout simulate --scenario FILE`.
     Needs the optional dependency: pip install "vmss-rollout\\[verify]".
     """
     spec = strategy.strip()
@@ -584,13 +602,21 @@ def verify(
     try:
         with _progress(f"verifying {spec}: up to {examples} examples"):
             report = run_verify(
-                spec, min_serving=min_amount, max_outage=outage, examples=examples, seed=seed
+                spec,
+                min_serving=min_amount,
+                max_outage=outage,
+                examples=examples,
+                seed=seed,
+                min_instances=min_instances,
             )
     except ImportError as exc:  # in case hypothesis is imported lazily
         if _is_hypothesis(exc):
             raise InputError(VERIFY_EXTRA_MESSAGE) from None
         raise
     message = " ".join(report.message.split())
+    if report.infeasible:  # nothing to reproduce: the guarantee and the SLO disagree
+        output.stderr_console().print(f"verify: {message}", soft_wrap=True, markup=False)
+        raise typer.Exit(EXIT_VIOLATION)
     if report.ok:
         print(f"OK: {report.examples} examples")
         output.stderr_console().print(message, soft_wrap=True, markup=False)
@@ -602,7 +628,8 @@ def verify(
         print(toml.rstrip("\n"))
     output.stderr_console().print(
         f"verify: {spec} violates the property (after {report.examples} examples); "
-        "stdout is a scenario reproducing it: save it and run `vmss-rollout simulate FILE`.",
+        "stdout is a scenario reproducing it: save it and run "
+        "`vmss-rollout simulate --scenario FILE`.",
         soft_wrap=True,
         markup=False,
     )
