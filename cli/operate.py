@@ -391,7 +391,7 @@ def plan(
             "live one). Default: the built-in scenario's.",
         ),
     ] = None,
-    runs: Annotated[int, typer.Option("--runs", help="Simulated runs.")] = 100,
+    runs: Annotated[int, typer.Option("--runs", "-r", help="Simulated runs.")] = 100,
     workers: Workers = None,
     dask: DaskAddress = None,
     only_instances: OnlyInstances = None,
