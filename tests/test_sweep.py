@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from vmss_rollout.sim.scenario import Scenario
 from vmss_rollout.sim.sweep import (
     Axis,
     build_point,
+    fronts,
     grid,
     pareto_front,
     parse_values,
@@ -322,3 +324,55 @@ def test_cli_input_errors(args: list[str], needle: str) -> None:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and needle in lines[0]
     assert result.stdout == ""
+
+
+def test_fronts_are_per_condition_among_points_that_never_halted() -> None:
+    """Pure: a fast point that halted does not push a clean one off the front, and
+    each condition (a scenario value) has a front of its own."""
+    points = [
+        {"batch:size": "1", "faults.upgrade_failure": "0"},
+        {"batch:size": "8", "faults.upgrade_failure": "0"},
+        {"batch:size": "1", "faults.upgrade_failure": "0.1"},
+        {"batch:size": "8", "faults.upgrade_failure": "0.1"},
+    ]
+
+    def summary(duration: float, serving: int, halted: int) -> dict[str, Any]:
+        return {
+            "duration_s": {"mean": duration},
+            "min_serving": {"min": serving},
+            "halted_runs": halted,
+            "runs": 10,
+        }
+
+    summaries = [
+        summary(100, 9, 0),  # slow, keeps the most serving: front of condition 0
+        summary(10, 9, 3),  # faster and as good, but halted: on no front
+        summary(500, 5, 0),  # condition 0.1 competes only with its own points
+        summary(50, 2, 0),
+    ]
+    assert fronts(points, summaries, ["faults.upgrade_failure"]) == [True, False, True, True]
+    # one global front (no condition axes) would rank 0.1's points against 0's
+    assert fronts(points, summaries, []) == [True, False, False, True]
+
+
+def test_cli_lists_halting_points_apart_with_their_halt_rate(tmp_path: Path) -> None:
+    args = ["--vary", "batch:size=1,4", "--vary", "faults.upgrade_failure=0,0.3", "--runs", "8"]
+    result = _cli(_scenario_file(tmp_path), *args)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    clean, _, halting = out.partition("points with halted runs (on no front)")
+    assert "points that never halted" in clean and halting
+    assert "halt" in clean and "rate" in clean
+    assert re.search(r"\b0\.3\b.*\d+/8 .*\d+%", halting)  # the faulty condition's rows
+    assert "0.3" not in clean.split("\n", 3)[-1].split("*:")[0]  # no halting row up top
+    assert "one front per condition (faults.upgrade_failure" in out
+    assert "no front for faults.upgrade_failure=0.3" in out
+    data = json.loads(_cli(_scenario_file(tmp_path), *args, "-o", "json").stdout)
+    for point in data["points"]:
+        halted = point["summary"]["halted_runs"]
+        assert point["halt_rate"] == halted / 8
+        assert not (point["pareto"] and halted)
+    tsv = _cli(_scenario_file(tmp_path), *args, "--query", "points[?pareto].values", "-o", "tsv")
+    lines = tsv.stdout.splitlines()
+    assert "1\t0" in lines  # size 1 without faults: never halts, serves the most
+    assert all(line.endswith("\t0") for line in lines)  # 0.3 has no front
