@@ -360,7 +360,7 @@ def simulate(
     scenario = _scenario(scenario_path, locals())
     chosen = strategy if strategy is not None else scenario.strategy
     spec = (DEFAULT_STRATEGY if chosen is None else chosen).strip()
-    guarantee, _ = _check_plan(scenario, spec)  # fail fast: what upgrade would refuse
+    guarantee, resolved = _check_plan(scenario, spec)  # fail fast: what upgrade would refuse
     plotting.check_chart_paths(plot, report)  # fail fast: suffix, matplotlib
     charts = plot is not None or report is not None
     with study_progress(f"simulating {spec}") as progress:
@@ -370,7 +370,8 @@ def simulate(
     summary = summarize(spec, scenario.seed, results)
     if charts:
         title = f"{scenario.name}: {spec}, {scenario.runs} runs, seed {scenario.seed}"
-        _write_charts(scenario, {spec: results}, [summary], plot, report, title)
+        row = {**summary, "resolved": resolved}
+        _write_charts(scenario, {spec: results}, [row], plot, report, title)
     if timeline is not None:
         recorded = run_once(scenario, spec, derive_seed(scenario.seed, 0), record=True)
         rows = output.write_timeline(timeline, recorded.timeline)

@@ -188,7 +188,7 @@ def sweep(
         written = plotting.write_charts(
             shown[0]["scenario"],
             {label[id(p)]: p["results"] for p in shown},
-            [{**p["summary"], "strategy": label[id(p)]} for p in shown],
+            [{**p["summary"], "strategy": label[id(p)], "resolved": p["strategy"]} for p in shown],
             plot_path=plot,
             report_path=report,
             title=f"sweep of {spec}: {what}",
