@@ -395,10 +395,10 @@ COMPARE_COLUMNS = (
     "duration\nmean",
     "duration\np95",
     "min\nserving",
-    "most down\nat once",
+    "most\ndown",
     "outage\nmean",
     "degraded\nmean",
-    "capacity loss\nmean inst-min",
+    "capacity\nloss\ninst-min",
     "failed\nmean",
     "halted\nruns",
 )
@@ -461,15 +461,28 @@ OUTAGE_CELL = 6
 
 
 def compare_table(rows: Iterable[Mapping[str, Any]], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for i, col in enumerate(COMPARE_COLUMNS):
-        table.add_column(col, justify="left" if i < 2 else "right", no_wrap=i == 0)
+    """The compare table: :func:`compare_cells`, with the resolved spec (when it
+    says more than the name) and an identical row's twin under the strategy."""
+    rows = list(rows)
+    table = Table(title=title, title_justify="left", pad_edge=False)  # fits 100 columns
+    columns = [c for i, c in enumerate(COMPARE_COLUMNS) if i != 1]
+    for i, col in enumerate(columns):
+        if i == 0:  # the spec folds (window:max-unavailable=4 is one long word)
+            table.add_column(col, overflow="fold", min_width=8)
+        else:
+            table.add_column(col, justify="right")
     for s in rows:
         cells: list[str | Text] = list(compare_cells(s))
-        if s["outage_s"]["mean"] > 0:
-            cells[OUTAGE_CELL] = Text(str(cells[OUTAGE_CELL]), style="bold red")
+        name, resolved = str(cells[0]), str(cells.pop(1))
+        first = Text(name, style="bold")
+        if resolved != name:
+            first.append(f"\n{resolved}", style="cyan")
         if s.get("same_as"):
-            cells[0] = Text.assemble(str(cells[0]), (f"\n= {s['same_as']}", "yellow"))
+            first.append(f"\n= {s['same_as']}", style="yellow")
+        cells[0] = first
+        outage = OUTAGE_CELL - 1
+        if s["outage_s"]["mean"] > 0:
+            cells[outage] = Text(str(cells[outage]), style="bold red")
         table.add_row(*cells)
     return table
 

@@ -168,17 +168,20 @@ def in_scope(
     ]
 
 
+_SHORT_KINDS = {"update_domain": "UDs", "fault_domain": "FDs", "zone": "zones"}
+
+
 def resolved_spec(strategy: Strategy, scope: Sequence[InstanceInfo], fleet_size: int) -> str:
     """What the strategy does on this scope, for tables: its spec with scope-dependent
     defaults worked out (``batch:size=4``), and for domain strategies how many waves
-    of how many instances (``update-domain (5 waves of up to 4)``)."""
+    of how many instances (``update-domain (5 UDs, <=4 at once)``)."""
     resolved = getattr(strategy, "resolved", None)
     text = str(resolved(len(scope))) if callable(resolved) else strategy.spec()
     kind = strategy.domain_kind
     if kind is not None and kind != "healthy" and scope:
         domains = len({i.domain(kind) for i in scope})
-        label = _ORDERED_KINDS.get(kind, "zone update domains")
-        text += f" ({domains} {label}, up to {strategy.max_down(scope, fleet_size)} at once)"
+        label = _SHORT_KINDS.get(kind, "zone UDs")
+        text += f" ({domains} {label}, <={strategy.max_down(scope, fleet_size)} at once)"
     return text
 
 

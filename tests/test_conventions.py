@@ -159,7 +159,7 @@ def test_compare_rows_show_resolved_parameters_and_flag_identical_rows() -> None
     rows = {r["strategy"]: r for r in json.loads(result.stdout)["results"]}
     assert rows["batch"]["resolved"] == "batch:size=4"  # 20% of 20
     assert rows["window"]["resolved"] == "window:max-unavailable=4"
-    assert rows["update-domain"]["resolved"].startswith("update-domain (5 update domains")
+    assert rows["update-domain"]["resolved"] == "update-domain (5 UDs, <=4 at once)"
     assert rows["batch"]["same_as"] == "update-domain"
     assert "same results as update-domain on all 5 seeds" in rows["batch"]["same_reason"]
     assert rows["window"]["same_as"] is None
@@ -181,7 +181,7 @@ def test_compare_footer_names_the_scope() -> None:
     data = json.loads(result.stdout)
     assert data["scope"] == "8 of 20 instances (update domains 0,1)"
     rows = {r["strategy"]: r for r in data["results"]}
-    assert rows["update-domain"]["resolved"].startswith("update-domain (2 update domains")
+    assert rows["update-domain"]["resolved"] == "update-domain (2 UDs, <=4 at once)"
     table = run("compare", "-r", "3", "--only-update-domains", "0,1")
     assert "scope: 8 of 20 instances (update domains 0,1)" in table.stdout
 
