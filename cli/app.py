@@ -592,8 +592,8 @@ def verify(
         None if min_serving is None else Amount.parse(min_serving, "--min-serving", allow_zero=True)
     )
     outage = None if max_outage is None else parse_duration(max_outage, "--max-outage")
-    if examples < 1:
-        raise InputError(f"--examples: expected a whole number >= 1, got {examples}")
+    if not 1 <= examples <= 100_000:  # sim.verify.MAX_EXAMPLES (hypothesis is optional)
+        raise InputError(f"--examples: expected a whole number from 1 to 100,000, got {examples}")
     try:
         from ..sim.verify import verify as run_verify
     except ImportError as exc:

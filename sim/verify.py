@@ -20,7 +20,7 @@ from ..strategies.registry import make
 from .scenario import Scenario
 from .testing import check_rollout, fault_scenarios, fleets, guarantee_for, has_faults
 
-__all__ = ["MAX_INSTANCES", "VerifyReport", "default_min_instances", "verify"]
+__all__ = ["MAX_EXAMPLES", "MAX_INSTANCES", "VerifyReport", "default_min_instances", "verify"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ def _one_line(text: str) -> str:
 
 #: the largest fleet the examples draw (:func:`~.testing.fleets`)
 MAX_INSTANCES = 500
+#: the most examples one search runs (100 take seconds; this takes hours)
+MAX_EXAMPLES = 100_000
 
 
 def default_min_instances(
@@ -101,8 +103,10 @@ def verify(
     required = (
         None if min_serving is None else Amount.parse(min_serving, "min_serving", allow_zero=True)
     )
-    if examples < 1:
-        raise InputError(f"examples: expected a whole number >= 1, got {examples!r}")
+    if not 1 <= examples <= MAX_EXAMPLES:
+        raise InputError(
+            f"examples: expected a whole number from 1 to {MAX_EXAMPLES:,}, got {examples!r}"
+        )
     if max_outage is not None and not max_outage >= 0:
         raise InputError(f"max_outage: expected seconds >= 0, got {max_outage!r}")
     least_down = 0 if chosen.replaces else 1  # an in-place rollout takes one down at least

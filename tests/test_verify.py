@@ -83,10 +83,13 @@ def test_an_slo_no_in_place_rollout_can_keep_is_said_up_front() -> None:
     assert surge.exit_code == 0, surge.output
 
 
-def test_min_instances_out_of_range_is_an_input_error() -> None:
+def test_min_instances_and_examples_out_of_range_are_input_errors() -> None:
     result = run("verify", "--strategy", "batch", "--min-instances", "0")
     assert result.exit_code == 2
     assert result.stderr.startswith("error: min_instances")
+    endless = run("verify", "--strategy", "batch", "--examples", "99999999999999999999")
+    assert endless.exit_code == 2  # refused at once, not a search that never ends
+    assert endless.stderr.startswith("error: --examples: expected a whole number from 1 to")
 
 
 @pytest.fixture
