@@ -273,13 +273,20 @@ def tidy_help(command: Any) -> None:
     tidy_options(command)
 
 
+def _no_type(ctx: Any = None) -> None:
+    return None
+
+
 def tidy_options(command: Any) -> None:
     """The option part of :func:`tidy_help` (idempotent; for options added late,
     such as typer's completion options)."""
     for param in getattr(command, "params", ()):
         if getattr(param, "help", None):
             param.help = _paragraphs(param.help)
-        if param.metavar is not None or param.param_type_name != "option":
+        if param.param_type_name == "argument":  # its name says what it is: no <str> beside it
+            param.display_type_rich = _no_type
+            continue
+        if param.metavar is not None:
             continue
         if getattr(param, "is_flag", False):
             param.metavar = ""

@@ -136,7 +136,9 @@ def test_usage_errors_are_one_line_exit_2(args: list[str], needles: list[str]) -
 
 
 def test_help_is_clean() -> None:
-    for command in ([], ["simulate"], ["compare"], ["sweep"], ["verify"], ["plan"]):
+    commands = ["simulate", "compare", "sweep", "verify", "strategies", "plan", "status"]
+    commands += ["upgrade", "resume", "history", "instances", "emulate"]
+    for command in ([], *([c] for c in commands)):
         result = run(*command, "--help")
         assert result.exit_code == 0, result.output
         text = result.stdout
