@@ -113,6 +113,9 @@ def test_scenario_is_an_option_everywhere(tmp_path: Path) -> None:
     sweep = run("sweep", "--scenario", str(path), "--vary", "batch:size=1,2", "--json")
     assert sweep.exit_code == 0, sweep.output
     assert json.loads(sweep.stdout)["runs"] == 2
+    # emulate reads it the same way (a missing file: refused before any server starts)
+    missing = tmp_path / "missing.toml"
+    assert_one_line_error(run("emulate", "--scenario", str(missing)), "cannot read scenario")
     # the positional is an alias; two different files are an error
     other = tmp_path / "t.toml"
     other.write_text("runs = 3\n", encoding="utf-8")
