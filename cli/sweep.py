@@ -179,7 +179,9 @@ def sweep(
     if charts:
         front = [p for p in points if p["pareto"]]
         shown = front or points[:MAX_CHARTED]  # every point halted: chart some anyway
-        label = {id(p): ", ".join(f"{k}={v}" for k, v in p["values"].items()) for p in shown}
+        # a label names the axes that vary (an axis of one value says nothing)
+        varying = [k for k in keys if len({str(q["values"][k]) for q in points}) > 1] or keys
+        label = {id(p): ", ".join(f"{k}={p['values'][k]}" for k in varying) for p in shown}
         what = (
             f"the {len(front)} Pareto-front points of {len(points)}"
             if front
