@@ -351,7 +351,7 @@ def sweep_table(
 ) -> Table:
     table = Table(title=title, title_justify="left")
     for key in keys:
-        table.add_column(key, justify="right")
+        table.add_column(key, justify="right", overflow="fold")  # long keys wrap, not cut
     for col in (
         "duration\nmean",
         "duration\np95",
