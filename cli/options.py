@@ -86,7 +86,7 @@ Seed = Annotated[
 
 Json = Annotated[
     bool,
-    typer.Option("--json", help="Same as -o json: machine-readable JSON instead of a table."),
+    typer.Option("--json", help="Print machine-readable JSON instead of a table (as -o json)."),
 ]
 
 DEBUG_KEY = "vmss_rollout.debug"
