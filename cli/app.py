@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..engine.errors import BackendError, InputError
+from ..engine.model import Instance
 from ..engine.options import Amount, parse_duration
 from ..sim.parallel import Study, run_studies, run_study
 from ..sim.runner import RunResult, build, derive_seed, run_once, summarize
@@ -174,12 +175,19 @@ def _scenario(path: str | None, flags: Mapping[str, Any]) -> Scenario:
     return scenario
 
 
-def _check_plan(scenario: Scenario, spec: str) -> tuple[str, str]:
+def _fleet(scenario: Scenario) -> list[Instance]:
+    """The instances the scenario's simulated scale set starts with."""
+    _, scale_set = build(scenario, 0)
+    return scale_set.read()[1]
+
+
+def _check_plan(
+    scenario: Scenario, spec: str, instances: Sequence[Instance] | None = None
+) -> tuple[str, str]:
     """The spec checked against the scenario's fleet exactly as ``upgrade``
     checks it against a live one (:func:`registry.validate`): its guarantee and
     what it resolves to on the scope (:func:`registry.resolved_spec`)."""
-    _, scale_set = build(scenario, 0)
-    _, instances = scale_set.read()
+    instances = _fleet(scenario) if instances is None else instances
     strategy = registry.validate(spec, instances, scenario.engine.scope)
     scope = registry.in_scope(instances, scenario.engine.scope)
     return strategy.guarantee(), registry.resolved_spec(strategy, scope, len(instances))
@@ -448,7 +456,8 @@ def compare(
     output.check_output(output_, json, query)
     scenario = _scenario(scenario_path, locals())
     specs = [s.strip() for s in strategy] if strategy else list(COMPARE_DEFAULTS)
-    resolved = {spec: _check_plan(scenario, spec)[1] for spec in specs}  # before any run
+    fleet = _fleet(scenario)
+    resolved = {spec: _check_plan(scenario, spec, fleet)[1] for spec in specs}  # before any run
     plotting.check_chart_paths(plot, report)
     charts = plot is not None or report is not None
     studies = [Study(scenario, spec, scenario.runs, scenario.seed, record=charts) for spec in specs]
@@ -465,7 +474,7 @@ def compare(
             scenario, dict(zip(specs, all_results, strict=True)), rows, plot, report, title
         )
     info = _scenario_info(scenario)
-    scope = _scope_text(scenario)
+    scope = _scope_text(scenario, fleet)
 
     def table() -> None:
         console = output.stdout_console()
@@ -485,11 +494,9 @@ def compare(
     )
 
 
-def _scope_text(scenario: Scenario) -> str:
+def _scope_text(scenario: Scenario, instances: Sequence[Instance]) -> str:
     """The rollout's scope in words: ``all 20 instances`` or ``8 of 20 instances
     (update domains 0,1)``."""
-    _, scale_set = build(scenario, 0)
-    _, instances = scale_set.read()
     scope = scenario.engine.scope
     if scope.is_everything:
         return f"all {len(instances)} instances"
