@@ -24,12 +24,10 @@ from ..engine.rollout import (
     Outcome,
     Rollout,
     Step,
-    check_scope,
-    check_strategy_scope,
     runs,
 )
 from ..strategies.base import Strategy
-from ..strategies.registry import make
+from ..strategies.registry import make, parse_spec, validate
 from .lease import Lease, LeasedBackend, LeaseLost, holder_alive, holder_id
 from .realtime import PollInterval, run
 from .resume import ResumePoint
@@ -294,17 +292,9 @@ def check_request(
     changes: the policy, the scope filters, and the strategy's parameters against
     the size of the scope (a fixed batch larger than the scope is a typo)."""
     policy_action(scale_set, request)
-    strategy = make(request.strategy)
     scope = request.options.scope
-    check_fault_domains(scale_set, strategy.name, scope)
-    check_scope(scope, instances)
-    in_scope = sum(
-        1
-        for i in instances
-        if scope.covers(i.instance_id, i.update_domain, i.fault_domain, i.zone)
-        and not runs(i, request.target)
-    )
-    check_strategy_scope(strategy, in_scope)
+    check_fault_domains(scale_set, parse_spec(request.strategy)[0], scope)
+    validate(request.strategy, instances, scope, request.target)  # as simulate checks it
 
 
 def check_fault_domains(scale_set: ScaleSetModel, strategy: str, scope: Scope) -> None:

@@ -18,9 +18,10 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..engine.errors import BackendError, InputError
+from ..engine.model import Instance
 from ..engine.options import Amount, parse_duration
 from ..sim.parallel import Study, run_studies, run_study
-from ..sim.runner import RunResult, derive_seed, run_once, summarize
+from ..sim.runner import RunResult, build, derive_seed, run_once, summarize
 from ..sim.scenario import Scenario, load_scenario
 from ..strategies import registry
 from . import operate, output, plotting
@@ -51,6 +52,7 @@ from .options import (
     OnlyZones,
     Pause,
     Runs,
+    ScenarioFile,
     ScenarioPath,
     Seed,
     UnhealthyRate,
@@ -60,6 +62,7 @@ from .options import (
     Zones,
     apply_engine_flags,
     apply_scenario_overrides,
+    scenario_file,
 )
 from .sweep import study_progress, sweep
 
@@ -81,7 +84,21 @@ EPILOG = (
 
 
 class _Group(TyperGroup):
-    """Turns the library's errors into one line on stderr and an exit code."""
+    """Turns the library's errors, and usage errors (a bad flag value, a missing
+    option, an unknown command), into one line on stderr and an exit code; tidies
+    every command's help (:func:`output.tidy_help`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        output.tidy_help(self)
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        output.tidy_options(self)  # typer adds the completion options after __init__
+        try:
+            return super().make_context(*args, **kwargs)
+        except typer.TyperException as exc:  # a usage error in the root's own options
+            output.print_error(output.stderr_console(), output.usage_message(exc))
+            raise typer.Exit(EXIT_INPUT) from None
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]  # a click.Context subclass
         try:
@@ -90,15 +107,17 @@ class _Group(TyperGroup):
             _fail(ctx, exc, EXIT_INPUT)
         except BackendError as exc:
             _fail(ctx, exc, EXIT_BACKEND)
+        except typer.TyperException as exc:  # typer's usage errors (exit 2): one line too
+            _fail(ctx, exc, EXIT_INPUT, output.usage_message(exc))
         except KeyboardInterrupt:
             output.stderr_console().print("interrupted", style="yellow")
             raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
-def _fail(ctx: typer.Context, exc: Exception, code: int) -> None:
+def _fail(ctx: typer.Context, exc: Exception, code: int, message: str | None = None) -> None:
     if ctx.meta.get(DEBUG_KEY):
         traceback.print_exception(exc, file=sys.stderr)
-    output.print_error(output.stderr_console(), str(exc))
+    output.print_error(output.stderr_console(), str(exc) if message is None else message)
     raise typer.Exit(code) from None
 
 
@@ -107,7 +126,7 @@ app = typer.Typer(
     cls=_Group,
     epilog=EPILOG,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
 )
@@ -146,7 +165,7 @@ def _root(
 def _scenario(path: str | None, flags: Mapping[str, Any]) -> Scenario:
     """The scenario file (or the built-in one) with a command's scenario-override
     and engine-option flags (its parameters, e.g. ``locals()``) applied."""
-    scenario = load_scenario(path)
+    scenario = load_scenario(scenario_file(path, flags.get("scenario_arg")))
     overrides = {key: flags.get(param) for param, key in SCENARIO_PARAMS.items()}
     scenario = apply_scenario_overrides(scenario, overrides)
     scenario = apply_engine_flags(scenario, {name: flags.get(name) for name in ENGINE_FLAGS})
@@ -154,6 +173,24 @@ def _scenario(path: str | None, flags: Mapping[str, Any]) -> Scenario:
     if note:
         output.stderr_console().print(f"note: {note}", soft_wrap=True)
     return scenario
+
+
+def _fleet(scenario: Scenario) -> list[Instance]:
+    """The instances the scenario's simulated scale set starts with."""
+    _, scale_set = build(scenario, 0)
+    return scale_set.read()[1]
+
+
+def _check_plan(
+    scenario: Scenario, spec: str, instances: Sequence[Instance] | None = None
+) -> tuple[str, str]:
+    """The spec checked against the scenario's fleet exactly as ``upgrade``
+    checks it against a live one (:func:`registry.validate`): its guarantee and
+    what it resolves to on the scope (:func:`registry.resolved_spec`)."""
+    instances = _fleet(scenario) if instances is None else instances
+    strategy = registry.validate(spec, instances, scenario.engine.scope)
+    scope = registry.in_scope(instances, scenario.engine.scope)
+    return strategy.guarantee(), registry.resolved_spec(strategy, scope, len(instances))
 
 
 POLICY_NOTES = {
@@ -193,18 +230,27 @@ def _progress(message: str) -> Iterator[None]:
 
 
 @app.command()
-def strategies(json: Json = False, debug: Debug = False) -> None:
+def strategies(
+    output_: output.OutputFormat = None,
+    query: output.Query = None,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:
     """List the installed rollout strategies, their parameters and guarantees.
 
     A strategy is chosen with `--strategy NAME[:key=value,...]`, e.g.
     `--strategy batch:size=5` or `--strategy window:max-unavailable=10%`.
     Third-party strategies installed as plugins are listed too.
     """
+    output.check_output(output_, json, query)
     described = registry.describe()
-    if json:
-        output.print_json(described)
-    else:
-        output.stdout_console().print(output.strategies_table(described))
+    output.emit(
+        described,
+        output=output_,
+        query=query,
+        json_alias=json,
+        table=lambda: output.stdout_console().print(output.strategies_table(described)),
+    )
 
 
 # --------------------------------------------------------------------------- charts
@@ -256,7 +302,8 @@ def _write_charts(
 
 @app.command()
 def simulate(
-    scenario_path: ScenarioPath = None,
+    scenario_arg: ScenarioPath = None,
+    scenario_path: ScenarioFile = None,
     strategy: Annotated[
         str | None,
         typer.Option(
@@ -272,6 +319,8 @@ def simulate(
     seed: Seed = None,
     workers: Workers = None,
     dask: DaskAddress = None,
+    output_: output.OutputFormat = None,
+    query: output.Query = None,
     json: Json = False,
     timeline: Annotated[
         Path | None,
@@ -316,9 +365,11 @@ def simulate(
     degraded time (below demand) and capacity loss as mean, p50, p95, min and
     max over the runs, plus halted runs and the strategy's guarantee.
     """
+    output.check_output(output_, json, query)
     scenario = _scenario(scenario_path, locals())
-    spec = (strategy or scenario.strategy or DEFAULT_STRATEGY).strip()
-    guarantee = registry.make(spec).guarantee()  # fail fast on a bad spec
+    chosen = strategy if strategy is not None else scenario.strategy
+    spec = (DEFAULT_STRATEGY if chosen is None else chosen).strip()
+    guarantee, resolved = _check_plan(scenario, spec)  # fail fast: what upgrade would refuse
     plotting.check_chart_paths(plot, report)  # fail fast: suffix, matplotlib
     charts = plot is not None or report is not None
     with study_progress(f"simulating {spec}") as progress:
@@ -328,20 +379,22 @@ def simulate(
     summary = summarize(spec, scenario.seed, results)
     if charts:
         title = f"{scenario.name}: {spec}, {scenario.runs} runs, seed {scenario.seed}"
-        _write_charts(scenario, {spec: results}, [summary], plot, report, title)
+        row = {**summary, "resolved": resolved}
+        _write_charts(scenario, {spec: results}, [row], plot, report, title)
     if timeline is not None:
         recorded = run_once(scenario, spec, derive_seed(scenario.seed, 0), record=True)
         rows = output.write_timeline(timeline, recorded.timeline)
         output.stderr_console().print(f"wrote {rows} timeline rows to {timeline}", soft_wrap=True)
-    if json:
-        output.print_json(summary)
-    else:
-        output.print_simulation(
-            output.stdout_console(),
-            summary,
-            guarantee=guarantee,
-            scenario=_scenario_info(scenario),
-        )
+    output.emit(
+        summary,
+        output=output_,
+        query=query,
+        json_alias=json,
+        table=lambda: output.print_simulation(
+            output.stdout_console(), summary, guarantee=guarantee, scenario=_scenario_info(scenario)
+        ),
+        rows=[{"metric": key, **summary[key]} for key in output.METRIC_KEYS],
+    )
 
 
 # --------------------------------------------------------------------------- compare
@@ -349,7 +402,8 @@ def simulate(
 
 @app.command()
 def compare(
-    scenario_path: ScenarioPath = None,
+    scenario_arg: ScenarioPath = None,
+    scenario_path: ScenarioFile = None,
     strategy: Annotated[
         list[str] | None,
         typer.Option(
@@ -365,6 +419,8 @@ def compare(
     seed: Seed = None,
     workers: Workers = None,
     dask: DaskAddress = None,
+    output_: output.OutputFormat = None,
+    query: output.Query = None,
     json: Json = False,
     plot: PlotPath = None,
     report: ReportPath = None,
@@ -398,10 +454,11 @@ def compare(
     all-at-once on the built-in scenario. Every strategy sees the same random
     draws (same seeds), so differences come from the strategy alone.
     """
+    output.check_output(output_, json, query)
     scenario = _scenario(scenario_path, locals())
     specs = [s.strip() for s in strategy] if strategy else list(COMPARE_DEFAULTS)
-    for spec in specs:
-        registry.make(spec)  # fail fast, before any simulation
+    fleet = _fleet(scenario)
+    resolved = {spec: _check_plan(scenario, spec, fleet)[1] for spec in specs}  # before any run
     plotting.check_chart_paths(plot, report)
     charts = plot is not None or report is not None
     studies = [Study(scenario, spec, scenario.runs, scenario.seed, record=charts) for spec in specs]
@@ -411,24 +468,51 @@ def compare(
         summarize(spec, scenario.seed, results)
         for spec, results in zip(specs, all_results, strict=True)
     ]
+    rows = output.compare_results(summaries, resolved)
     if charts:
         title = f"{scenario.name}: {scenario.runs} runs per strategy, seed {scenario.seed}"
         _write_charts(
-            scenario, dict(zip(specs, all_results, strict=True)), summaries, plot, report, title
+            scenario, dict(zip(specs, all_results, strict=True)), rows, plot, report, title
         )
-    if json:
-        output.print_json({"results": summaries})
-        return
     info = _scenario_info(scenario)
-    console = output.stdout_console()
-    title = f"{scenario.runs} runs per strategy, seed {scenario.seed}"
-    console.print(output.compare_table(summaries, title))
-    console.print(output.scenario_line(info), soft_wrap=True)
-    console.print(
-        "durations: mean and p95 over runs; min serving: the fewest instances serving in "
-        f"any run; degraded: time below {info['required_count']} serving.",
-        soft_wrap=True,
+    scope = _scope_text(scenario, fleet)
+
+    def table() -> None:
+        console = output.stdout_console()
+        title = f"{scenario.runs} runs per strategy, seed {scenario.seed}"
+        console.print(output.compare_table(rows, title))
+        console.print(output.scenario_line(info), soft_wrap=True)
+        for line in output.compare_footer(rows, scope, info["required_count"]):
+            console.print(line, soft_wrap=True, markup=False)
+
+    output.emit(
+        {"scope": scope, "results": rows},
+        output=output_,
+        query=query,
+        json_alias=json,
+        table=table,
+        rows=rows,
     )
+
+
+def _scope_text(scenario: Scenario, instances: Sequence[Instance]) -> str:
+    """The rollout's scope in words: ``all 20 instances`` or ``8 of 20 instances
+    (update domains 0,1)``."""
+    scope = scenario.engine.scope
+    if scope.is_everything:
+        return f"all {len(instances)} instances"
+    count = len(registry.in_scope(instances, scope))
+    filters = [
+        f"{label} {','.join(sorted(map(str, values), key=lambda v: (len(v), v)))}"
+        for label, values in (
+            ("instances", scope.instances),
+            ("update domains", scope.update_domains),
+            ("fault domains", scope.fault_domains),
+            ("zones", scope.zones),
+        )
+        if values is not None
+    ]
+    return f"{count} of {len(instances)} instances ({'; '.join(filters)})"
 
 
 # --------------------------------------------------------------------------- verify
@@ -473,8 +557,20 @@ def verify(
         int | None,
         typer.Option(
             "--seed",
+            metavar="N",
             help="Seed that picks the examples. Default: a fixed (derandomized) search that "
             "gives the same answer every time.",
+            show_default=False,
+        ),
+    ] = None,
+    min_instances: Annotated[
+        int | None,
+        typer.Option(
+            "--min-instances",
+            metavar="N",
+            help="Smallest scale set to try (examples have N to 500 instances). Default: the "
+            "smallest where an in-place rollout can meet the SLO at all (5 for --min-serving "
+            "80%: 4 of 5 serve while one upgrades; 2 with --max-outage), else 1.",
             show_default=False,
         ),
     ] = None,
@@ -487,9 +583,15 @@ def verify(
     that the rollout completes (or, with faults, halts at a safety gate). Add a
     serving SLO with --min-serving and/or --max-outage.
 
+    The --min-serving SLO is checked on fault-free examples (a failed upgrade takes
+    an instance down whatever the strategy). An example where the strategy's own
+    guarantee lets more instances down than the SLO allows is infeasible by
+    construction: verify says so and exits 1 without a scenario (there is nothing
+    to reproduce). Fleets too small for any rollout to meet the SLO are skipped.
+
     Prints "OK: N examples" and exits 0 when nothing breaks. Otherwise exits 1 and
     prints on stdout the smallest scenario TOML that reproduces the violation (its
-    header comment names it): save it and run `vmss-rollout simulate FILE`.
+    header comment names it): save it and run `vmss-rollout simulate --scenario FILE`.
     Needs the optional dependency: pip install "vmss-rollout\\[verify]".
     """
     spec = strategy.strip()
@@ -498,8 +600,8 @@ def verify(
         None if min_serving is None else Amount.parse(min_serving, "--min-serving", allow_zero=True)
     )
     outage = None if max_outage is None else parse_duration(max_outage, "--max-outage")
-    if examples < 1:
-        raise InputError(f"--examples: expected a whole number >= 1, got {examples}")
+    if not 1 <= examples <= 100_000:  # sim.verify.MAX_EXAMPLES (hypothesis is optional)
+        raise InputError(f"--examples: expected a whole number from 1 to 100,000, got {examples}")
     try:
         from ..sim.verify import verify as run_verify
     except ImportError as exc:
@@ -509,13 +611,21 @@ def verify(
     try:
         with _progress(f"verifying {spec}: up to {examples} examples"):
             report = run_verify(
-                spec, min_serving=min_amount, max_outage=outage, examples=examples, seed=seed
+                spec,
+                min_serving=min_amount,
+                max_outage=outage,
+                examples=examples,
+                seed=seed,
+                min_instances=min_instances,
             )
     except ImportError as exc:  # in case hypothesis is imported lazily
         if _is_hypothesis(exc):
             raise InputError(VERIFY_EXTRA_MESSAGE) from None
         raise
     message = " ".join(report.message.split())
+    if report.infeasible:  # nothing to reproduce: the guarantee and the SLO disagree
+        output.stderr_console().print(f"verify: {message}", soft_wrap=True, markup=False)
+        raise typer.Exit(EXIT_VIOLATION)
     if report.ok:
         print(f"OK: {report.examples} examples")
         output.stderr_console().print(message, soft_wrap=True, markup=False)
@@ -527,7 +637,8 @@ def verify(
         print(toml.rstrip("\n"))
     output.stderr_console().print(
         f"verify: {spec} violates the property (after {report.examples} examples); "
-        "stdout is a scenario reproducing it: save it and run `vmss-rollout simulate FILE`.",
+        "stdout is a scenario reproducing it: save it and run "
+        "`vmss-rollout simulate --scenario FILE`.",
         soft_wrap=True,
         markup=False,
     )

@@ -23,6 +23,7 @@ from .options import (
     FaultDomains,
     HealthDelay,
     Instances,
+    ScenarioFile,
     ScenarioPath,
     Seed,
     UnhealthyRate,
@@ -31,6 +32,7 @@ from .options import (
     Zones,
     apply_scenario_overrides,
     flag_errors,
+    scenario_file,
 )
 
 EMULATOR_EXTRA_MESSAGE = "emulate needs the emulator extra: pip install 'vmss-rollout[emulator]'"
@@ -53,7 +55,8 @@ FAULT_FLAGS = {
 
 
 def emulate(
-    scenario_path: ScenarioPath = None,
+    scenario_arg: ScenarioPath = None,
+    scenario_path: ScenarioFile = None,
     port: Annotated[
         int,
         typer.Option(
@@ -317,7 +320,7 @@ def emulate(
         raise InputError(f"--time-scale: expected a number > 0, got {time_scale:g}")
     if not 1 <= page_size <= 1000:
         raise InputError(f"--page-size: expected a whole number from 1 to 1000, got {page_size}")
-    scenario = load_scenario(scenario_path)
+    scenario = load_scenario(scenario_file(scenario_path, scenario_arg))
     scenario = apply_scenario_overrides(
         scenario,
         {

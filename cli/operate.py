@@ -409,7 +409,7 @@ def plan(
             "live one). Default: the built-in scenario's.",
         ),
     ] = None,
-    runs: Annotated[int, typer.Option("--runs", help="Simulated runs.")] = 100,
+    runs: Annotated[int, typer.Option("--runs", "-r", help="Simulated runs.")] = 100,
     workers: Workers = None,
     dask: DaskAddress = None,
     only_instances: OnlyInstances = None,
@@ -438,6 +438,7 @@ def plan(
     backend = _backend(resource_group, name, subscription, arm_endpoint)
     scale_set, instances = backend.read()
     target = _target(scale_set.model, flags)
+    registry.validate(spec, instances, options.scope, target)  # as upgrade and simulate check
     from ..backends.upgrade import check_fault_domains
 
     check_fault_domains(scale_set, chosen.name, options.scope)

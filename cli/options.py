@@ -32,17 +32,40 @@ ScenarioPath = Annotated[
     str | None,
     typer.Argument(
         metavar="SCENARIO",
+        help="Same as --scenario (kept for older scripts).",
+        show_default=False,
+        hidden=True,
+    ),
+]
+
+ScenarioFile = Annotated[
+    str | None,
+    typer.Option(
+        "--scenario",
+        metavar="FILE",
         help="Scenario TOML file describing the scale set, timings, faults and demand. "
         "Default: the built-in scenario (20 instances, 5 update domains, 80% must keep serving).",
         show_default=False,
     ),
 ]
 
+
+def scenario_file(option: str | None, positional: str | None) -> str | None:
+    """The scenario file given as ``--scenario FILE`` or (the older way) as the
+    positional argument; both at once must agree."""
+    if option is not None and positional is not None and option != positional:
+        raise InputError(
+            f"two scenario files: --scenario {option} and {positional}; give one with --scenario"
+        )
+    return option if option is not None else positional
+
+
 Runs = Annotated[
     int | None,
     typer.Option(
         "--runs",
-        "-n",
+        "-r",
+        metavar="N",
         help="Monte Carlo runs per strategy. Default: the scenario's `runs` (200 built in).",
         show_default=False,
         rich_help_panel=RUN_PANEL,
@@ -53,6 +76,7 @@ Seed = Annotated[
     int | None,
     typer.Option(
         "--seed",
+        metavar="N",
         help="Seed of the study; the same seed gives the same numbers. "
         "Default: the scenario's `seed` (1 built in).",
         show_default=False,
@@ -62,7 +86,7 @@ Seed = Annotated[
 
 Json = Annotated[
     bool,
-    typer.Option("--json", help="Print machine-readable JSON instead of a table."),
+    typer.Option("--json", help="Print machine-readable JSON instead of a table (as -o json)."),
 ]
 
 DEBUG_KEY = "vmss_rollout.debug"

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -28,6 +32,8 @@ _METRICS: tuple[tuple[str, str, str], ...] = (
     ("upgraded", "upgraded", "count"),
     ("failed", "failed or unhealthy", "count"),
 )
+#: the summary's metrics, in table order (what ``-o tsv/csv`` print one row each)
+METRIC_KEYS = tuple(key for key, _, _ in _METRICS)
 
 
 def stdout_console() -> Console:
@@ -52,6 +58,241 @@ def print_error(console: Console, message: str) -> None:
 def print_json(data: Any) -> None:
     """Exactly one JSON document on stdout."""
     print(json.dumps(data, indent=2, sort_keys=False, allow_nan=False))
+
+
+# --------------------------------------------------------------------------- -o / --query
+#
+# The az conventions (Microsoft docs, azure-cli "Output formats for Azure CLI
+# commands" and "How to query Azure CLI command output using a JMESPath query"):
+# ``-o/--output json|table|tsv``, ``--query`` a JMESPath expression applied to the
+# JSON result before it is formatted. A command adopts them with two parameters
+# (``output: OutputFormat = None, query: Query = None``) and one call to
+# :func:`emit`.
+
+FORMATS = ("json", "table", "tsv", "csv")
+
+OutputFormat = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        "-o",
+        metavar="json|table|tsv|csv",
+        help="Output format: table (default), json, tsv (tab-separated values, no header, "
+        "as az prints them) or csv (with a header).",
+        show_default=False,
+    ),
+]
+Query = Annotated[
+    str | None,
+    typer.Option(
+        "--query",
+        metavar="JMESPATH",
+        help="JMESPath query applied to the JSON result (as az does), e.g. "
+        '"results[].strategy"; printed as JSON unless -o says otherwise.',
+        show_default=False,
+    ),
+]
+
+
+def output_format(output: str | None, json_alias: bool, query: str | None) -> str:
+    """The chosen format: ``-o``, else json for ``--json`` or ``--query``, else table."""
+    if output is not None:
+        fmt = output.strip().lower()
+        if fmt not in FORMATS:
+            raise InputError(f"--output: expected one of {', '.join(FORMATS)}, got {output!r}")
+        if json_alias and fmt != "json":
+            raise InputError(f"--json and -o {fmt} disagree: give one of them")
+        return fmt
+    return "json" if json_alias or query is not None else "table"
+
+
+def check_output(output: str | None, json_alias: bool, query: str | None) -> str:
+    """Check ``-o``/``--json``/``--query`` before a command does any work; the format."""
+    fmt = output_format(output, json_alias, query)
+    if query is not None:
+        import jmespath
+        from jmespath.exceptions import JMESPathError
+
+        try:
+            jmespath.compile(query)
+        except JMESPathError as exc:
+            detail = " ".join(str(exc).split())
+            raise InputError(f"--query: invalid JMESPath expression {query!r} ({detail})") from None
+    return fmt
+
+
+def apply_query(data: Any, query: str | None) -> Any:
+    """``data`` filtered by the JMESPath expression ``query`` (None: unchanged)."""
+    if query is None:
+        return data
+    import jmespath
+    from jmespath.exceptions import JMESPathError
+
+    try:
+        return jmespath.search(query, data)
+    except JMESPathError as exc:
+        detail = " ".join(str(exc).split())
+        raise InputError(f"--query: cannot apply {query!r} ({detail})") from None
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as one level with dotted keys (lists kept whole)."""
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def records(data: Any) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows of ``data``: a list of mappings is one row each (dotted
+    columns), a mapping one row, a list of scalars one value a row, a scalar one."""
+    items = data if isinstance(data, list) else [data]
+    if items and all(isinstance(i, Mapping) for i in items):
+        flats = [flatten(i) for i in items]
+        header: list[str] = []
+        for flat in flats:
+            header.extend(k for k in flat if k not in header)
+        return header, [[flat.get(k) for k in header] for flat in flats]
+    if items and all(isinstance(i, list) for i in items):  # --query 'results[].[a, b]'
+        width = max(len(i) for i in items)
+        return [f"column{n + 1}" for n in range(width)], [list(i) for i in items]
+    return ["value"], [[i] for i in items]
+
+
+def delimited(data: Any, fmt: str) -> str:
+    """``data`` as tsv (no header, as az) or csv (header row)."""
+    header, rows = records(data)
+    buffer = io.StringIO()
+    if fmt == "tsv":
+        for row in rows:
+            buffer.write("\t".join(_cell(v).replace("\t", " ") for v in row) + "\n")
+    else:
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows([_cell(v) for v in row] for row in rows)
+    return buffer.getvalue()
+
+
+def generic_table(data: Any) -> Table:
+    """A plain table of any JSON-like value (what ``-o table --query`` prints)."""
+    header, rows = records(data)
+    table = Table()
+    for key in header:
+        table.add_column(key, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row))
+    return table
+
+
+def emit(
+    data: Any,
+    *,
+    output: str | None,
+    query: str | None = None,
+    json_alias: bool = False,
+    table: Callable[[], None] | None = None,
+    rows: Any = None,
+) -> None:
+    """Print a command's result in the chosen format.
+
+    ``data`` is the JSON result (what ``-o json`` prints and ``--query`` filters);
+    ``table`` prints the command's own table (used for ``-o table`` without a
+    query); ``rows`` is what tsv/csv print without a query (default: ``data``)."""
+    fmt = output_format(output, json_alias, query)
+    if query is not None:
+        data = apply_query(data, query)
+        rows = data
+    elif rows is None:
+        rows = data
+    if fmt == "json":
+        print_json(data)
+    elif fmt in ("tsv", "csv"):
+        sys.stdout.write(delimited(rows, fmt))
+    elif table is not None and query is None:
+        table()
+    else:
+        stdout_console().print(generic_table(data))
+
+
+# --------------------------------------------------------------------------- help and usage
+
+
+def usage_message(exc: Exception) -> str:
+    """A usage error (typer's ``UsageError``) as one line naming the command's help."""
+    message = " ".join(str(getattr(exc, "format_message", exc.__str__)()).split())
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", None)
+    return f"{message} (see {path} --help)" if path else message
+
+
+#: the metavar an option without one shows, by its value type (typer shows <int>)
+_METAVARS = {int: "N", float: "X", str: "TEXT", Path: "FILE"}
+
+
+def _paragraphs(text: str) -> str:
+    """Help text with each paragraph on one line (the terminal wraps it), so a
+    summary is never cut at the docstring's line breaks; ``[x]`` kept literally."""
+    text = text.replace("\\[", "[")
+    paragraphs = [" ".join(p.split()) for p in text.strip().split("\n\n")]
+    return "\n\n".join(escape(p) for p in paragraphs if p)
+
+
+def tidy_help(command: Any) -> None:
+    """Clean ``--help`` for ``command`` and its subcommands: flags show no
+    ``<bool>``, values a plain metavar (N, X, TEXT, FILE), brackets such as
+    ``[plot]`` are not eaten as markup, paragraphs are not broken mid-sentence."""
+    for sub in getattr(command, "commands", {}).values():
+        tidy_help(sub)
+    get_help_option = command.get_help_option
+
+    def help_option(ctx: Any) -> Any:  # --help is made on demand: no <bool> on it either
+        option = get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option
+    if getattr(command, "help", None):
+        command.help = _paragraphs(command.help)
+        if not command.short_help:
+            command.short_help = command.help.split("\n\n")[0]
+    tidy_options(command)
+
+
+def _no_type(ctx: Any = None) -> None:
+    return None
+
+
+def tidy_options(command: Any) -> None:
+    """The option part of :func:`tidy_help` (idempotent; for options added late,
+    such as typer's completion options)."""
+    for param in getattr(command, "params", ()):
+        if getattr(param, "help", None):
+            param.help = _paragraphs(param.help)
+        if param.param_type_name == "argument":  # its name says what it is: no <str> beside it
+            param.display_type_rich = _no_type
+            continue
+        if param.metavar is not None:
+            continue
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+            continue
+        annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+        param.metavar = _METAVARS.get(annotation, "VALUE")  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- formatting
@@ -160,35 +401,112 @@ def print_simulation(
 
 COMPARE_COLUMNS = (
     "strategy",
+    "resolved on the scope",
     "duration\nmean",
     "duration\np95",
     "min\nserving",
+    "most\ndown",
     "outage\nmean",
     "degraded\nmean",
-    "capacity loss\nmean inst-min",
+    "capacity\nloss\ninst-min",
     "failed\nmean",
     "halted\nruns",
 )
 
 
-def compare_table(summaries: Iterable[Mapping[str, Any]], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for i, col in enumerate(COMPARE_COLUMNS):
-        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
+def _same_results(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    keys = ("halted_runs", "max_down", *METRIC_KEYS)
+    return all(a[k] == b[k] for k in keys)
+
+
+def compare_results(
+    summaries: Sequence[Mapping[str, Any]], resolved: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """``compare``'s JSON rows: each summary with what its strategy resolves to
+    on the scope, the mean time degraded but not out (``degraded_s`` counts any
+    time below demand, outage included), and whether an earlier row had the
+    same results on every seed (``same_as``, with the reason)."""
+    rows: list[dict[str, Any]] = []
     for s in summaries:
-        outage = s["outage_s"]["mean"]
-        table.add_row(
-            s["strategy"],
-            fmt_duration(s["duration_s"]["mean"]),
-            fmt_duration(s["duration_s"]["p95"]),
-            fmt_number(s["min_serving"]["min"]),
-            Text(fmt_duration(outage), style="bold red" if outage > 0 else ""),
-            fmt_duration(s["degraded_s"]["mean"]),
-            fmt_number(s["capacity_loss_instance_s"]["mean"] / 60),
-            fmt_number(s["failed"]["mean"], 2),
-            f"{s['halted_runs']}/{s['runs']}",
+        row = dict(s)
+        row["resolved"] = resolved.get(s["strategy"], s["strategy"])
+        row["degraded_not_out_mean_s"] = max(
+            0.0, float(s["degraded_s"]["mean"]) - float(s["outage_s"]["mean"])
         )
+        twin = next((r for r in rows if _same_results(r, s)), None)
+        row["same_as"] = None if twin is None else twin["strategy"]
+        row["same_reason"] = (
+            None
+            if twin is None
+            else f"same results as {twin['strategy']} on all {s['runs']} seeds: "
+            f"{row['resolved']} and {twin['resolved']} take the same instances down "
+            f"together (at most {s['max_down']} at once)"
+        )
+        rows.append(row)
+    return rows
+
+
+def compare_cells(summary: Mapping[str, Any]) -> list[str]:
+    """One row of the compare table (:data:`output.COMPARE_COLUMNS`), as text."""
+    degraded = summary.get("degraded_not_out_mean_s")
+    if degraded is None:  # a plain summary: degraded_s counts outage time too
+        degraded = max(0.0, summary["degraded_s"]["mean"] - summary["outage_s"]["mean"])
+    return [
+        str(summary["strategy"]),
+        str(summary.get("resolved", summary["strategy"])),
+        fmt_duration(summary["duration_s"]["mean"]),
+        fmt_duration(summary["duration_s"]["p95"]),
+        fmt_number(summary["min_serving"]["min"]),
+        fmt_number(summary["max_down"]),
+        fmt_duration(summary["outage_s"]["mean"]),
+        fmt_duration(degraded),
+        fmt_number(summary["capacity_loss_instance_s"]["mean"] / 60),
+        fmt_number(summary["failed"]["mean"], 2),
+        f"{summary['halted_runs']}/{summary['runs']}",
+    ]
+
+
+#: the column of :func:`compare_cells` that holds the outage (shown red when > 0)
+OUTAGE_CELL = 6
+
+
+def compare_table(rows: Iterable[Mapping[str, Any]], title: str) -> Table:
+    """The compare table: :func:`compare_cells`, with the resolved spec (when it
+    says more than the name) and an identical row's twin under the strategy."""
+    rows = list(rows)
+    table = Table(title=title, title_justify="left", pad_edge=False)  # fits 100 columns
+    columns = [c for i, c in enumerate(COMPARE_COLUMNS) if i != 1]
+    for i, col in enumerate(columns):
+        if i == 0:  # the spec folds (window:max-unavailable=4 is one long word)
+            table.add_column(col, overflow="fold", min_width=8)
+        else:
+            table.add_column(col, justify="right")
+    for s in rows:
+        cells: list[str | Text] = list(compare_cells(s))
+        name, resolved = str(cells[0]), str(cells.pop(1))
+        first = Text(name, style="bold")
+        if resolved != name:
+            first.append(f"\n{resolved}", style="cyan")
+        if s.get("same_as"):
+            first.append(f"\n= {s['same_as']}", style="yellow")
+        cells[0] = first
+        outage = OUTAGE_CELL - 1
+        if s["outage_s"]["mean"] > 0:
+            cells[outage] = Text(str(cells[outage]), style="bold red")
+        table.add_row(*cells)
     return table
+
+
+def compare_footer(rows: Sequence[Mapping[str, Any]], scope: str, required: int) -> list[str]:
+    """The lines under the compare table: the scope, what the columns mean, and
+    why rows are identical."""
+    lines = [
+        f"scope: {scope}; durations: mean and p95 over runs; min serving: the fewest "
+        "instances serving in any run; outage: nothing serving; degraded: serving, but "
+        f"fewer than {required} (outage not included).",
+    ]
+    lines += [f"= {r['strategy']}: {r['same_reason']}" for r in rows if r.get("same_reason")]
+    return lines
 
 
 # --------------------------------------------------------------------------- timeline

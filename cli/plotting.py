@@ -32,7 +32,7 @@ from ..engine.errors import InputError
 from ..engine.events import EventKind
 from ..sim.runner import RunResult, percentile
 from ..sim.scenario import Scenario
-from .output import COMPARE_COLUMNS, fmt_duration, fmt_number
+from .output import COMPARE_COLUMNS, OUTAGE_CELL, compare_cells, fmt_duration, fmt_number
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -224,6 +224,7 @@ def write_charts(
     report_path: Path | None = None,
     title: str,
     fleet: Sequence[Instance] | None = None,
+    grid: Sequence[Mapping[str, Any]] = (),
 ) -> list[Path]:
     """``--plot`` and ``--report`` of a command: ``studies`` (label -> recorded
     runs, in table order) on ``scenario``; the heat map shows the first study's
@@ -243,7 +244,9 @@ def write_charts(
     if plot_path is not None:
         written.append(plot(plot_path, **args))
     if report_path is not None:
-        written.append(write_report(report_path, scenario=scenario, summaries=summaries, **args))
+        written.append(
+            write_report(report_path, scenario=scenario, summaries=summaries, grid=grid, **args)
+        )
     return written
 
 
@@ -416,19 +419,52 @@ def _inline_svg(fig: Figure) -> str:
 # --------------------------------------------------------------------------- the report
 
 
-def compare_cells(summary: Mapping[str, Any]) -> list[str]:
-    """One row of the compare table (:data:`output.COMPARE_COLUMNS`), as text."""
-    return [
-        str(summary["strategy"]),
-        fmt_duration(summary["duration_s"]["mean"]),
-        fmt_duration(summary["duration_s"]["p95"]),
-        fmt_number(summary["min_serving"]["min"]),
-        fmt_duration(summary["outage_s"]["mean"]),
-        fmt_duration(summary["degraded_s"]["mean"]),
-        fmt_number(summary["capacity_loss_instance_s"]["mean"] / 60),
-        fmt_number(summary["failed"]["mean"], 2),
-        f"{summary['halted_runs']}/{summary['runs']}",
-    ]
+def verdict(summary: Mapping[str, Any], required: int) -> tuple[str, str]:
+    """One strategy against demand, in words: (``ok``/``warn``/``bad``, the sentence)."""
+    name = summary["strategy"]
+    runs = summary["runs"]
+    lowest = summary["min_serving"]["min"]
+    halted = summary["halted_runs"]
+    outage = summary["outage_s"]["mean"]
+    if outage > 0:
+        return "bad", (
+            f"{name}: an outage (nothing serving) of {fmt_duration(outage)} on average; "
+            f"lowest serving {fmt_number(lowest)} against demand {required}."
+        )
+    if lowest < required:
+        below = max(0.0, summary["degraded_s"]["mean"] - outage)
+        return "warn", (
+            f"{name}: below demand: as few as {fmt_number(lowest)} serving against {required}, "
+            f"for {fmt_duration(below)} on average"
+            + (f"; halted in {halted} of {runs} runs." if halted else ".")
+        )
+    if halted:
+        return "warn", (
+            f"{name}: meets demand ({fmt_number(lowest)} or more serving, demand {required}) "
+            f"but halted in {halted} of {runs} runs."
+        )
+    return "ok", (
+        f"{name}: meets demand in every run: at least {fmt_number(lowest)} serving "
+        f"(demand {required}), done in {fmt_duration(summary['duration_s']['mean'])} on average."
+    )
+
+
+#: wave tables longer than this collapse their middle into one row
+WAVE_ROWS = 20
+
+
+def collapse_waves(
+    rows: Sequence[tuple[int, float, str, tuple[str, ...]]], limit: int = WAVE_ROWS
+) -> list[tuple[int, float, str, tuple[str, ...]] | tuple[int, int, int]]:
+    """``rows`` as they are when there are at most ``limit``; else the first and
+    last ``limit // 2`` with one ``(first wave, last wave, instances)`` range for
+    the middle (``-o json`` and the report's full list keep every wave)."""
+    if len(rows) <= limit:
+        return list(rows)
+    head, tail = rows[: limit // 2], rows[len(rows) - limit // 2 :]
+    middle = rows[limit // 2 : len(rows) - limit // 2]
+    summary = (middle[0][0], middle[-1][0], sum(len(r[3]) for r in middle))
+    return [*head, summary, *tail]
 
 
 _CSS = """
@@ -446,6 +482,13 @@ pre { background: #f6f8fa; padding: .8rem; overflow-x: auto; font-size: .85rem; 
 figure { margin: 0; }
 figure svg { width: 100%; height: auto; }
 .note { color: #57606a; font-size: .85rem; }
+ul.verdicts { list-style: none; padding: 0; }
+ul.verdicts li { padding: .35rem .6rem; margin: .25rem 0; border-left: 4px solid; }
+li.ok { border-color: #1a7f37; background: #dafbe1; }
+li.warn { border-color: #9a6700; background: #fff8c5; }
+li.bad { border-color: #b42318; background: #ffebe9; }
+tr.front td { font-weight: 600; background: #dafbe1; }
+tr.range td { font-style: italic; color: #57606a; }
 """
 
 # Everything is inline: the policy forbids any fetch, so a stray external
@@ -464,6 +507,7 @@ def write_report(
     waves_of: RunResult,
     topology: Mapping[str, int],
     title: str,
+    grid: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     """Write one self-contained HTML page (no network): the scenario, the
     comparison table, the chart (inline SVG) and the wave schedule."""
@@ -486,6 +530,7 @@ def write_report(
         topology=topology,
         title=title,
         required=required,
+        grid=grid,
     )
     try:
         path.write_text(page, encoding="utf-8")
@@ -503,6 +548,7 @@ def render_report(
     topology: Mapping[str, int],
     title: str,
     required: int,
+    grid: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     """The report page as text (``write_report`` without the chart drawing)."""
     e = html.escape
@@ -510,18 +556,60 @@ def render_report(
     rows = []
     for s in summaries:
         cells = compare_cells(s)
-        tds = [f"<th scope=row>{e(cells[0])}</th>"]
-        for n, cell in enumerate(cells[1:], start=1):
-            cls = "num outage" if n == 4 and s["outage_s"]["mean"] > 0 else "num"
+        tds = [f"<th scope=row>{e(cells[0])}</th>", f"<td>{e(cells[1])}</td>"]
+        for n, cell in enumerate(cells[2:], start=2):
+            cls = "num outage" if n == OUTAGE_CELL and s["outage_s"]["mean"] > 0 else "num"
             tds.append(f'<td class="{cls}">{e(cell)}</td>')
         rows.append(f"<tr>{''.join(tds)}</tr>")
-    waves = []
-    for number, start, phase, ids in wave_schedule(waves_of):
+    verdicts = "".join(
+        f'<li class="{kind}">{e(text)}</li>'
+        for kind, text in (verdict(s, required) for s in summaries)
+    )
+
+    def wave_row(row: tuple[int, float, str, tuple[str, ...]]) -> str:
+        number, start, phase, ids = row
         uds = sorted({topology[i] for i in ids if i in topology})
-        waves.append(
+        return (
             f'<tr><td class="num">{number}</td><td class="num">{e(fmt_duration(start))}</td>'
             f"<td>{e(phase)}</td><td>{e(', '.join(map(str, uds)) or '-')}</td>"
             f'<td class="num">{len(ids)}</td><td class="ids">{e(" ".join(ids))}</td></tr>'
+        )
+
+    schedule = wave_schedule(waves_of)
+    waves = []
+    for item in collapse_waves(schedule):
+        if len(item) == 3:
+            first, last, count = item
+            waves.append(
+                f'<tr class="range"><td class="num">{first}-{last}</td>'
+                f'<td colspan="5">{last - first + 1} waves, {count} instances '
+                "(every wave is in the full list below)</td></tr>"
+            )
+        else:
+            waves.append(wave_row(item))
+    full_waves = (
+        "<details><summary>all "
+        f"{len(schedule)} waves</summary><table><thead><tr>{{wave_head}}</tr></thead><tbody>"
+        + "".join(wave_row(r) for r in schedule)
+        + "</tbody></table></details>"
+        if len(schedule) > WAVE_ROWS
+        else ""
+    )
+    grid_html = ""
+    if grid:
+        columns = list(grid[0])
+        grid_html = (
+            '<h2 id="grid">Grid</h2><table><thead><tr>'
+            + "".join(f"<th>{e(str(c))}</th>" for c in columns)
+            + "</tr></thead><tbody>"
+            + "".join(
+                ('<tr class="front">' if row.get("front") else "<tr>")
+                + "".join(f'<td class="num">{e(str(row[c]))}</td>' for c in columns)
+                + "</tr>"
+                for row in grid
+            )
+            + '</tbody></table><p class="note">front (*): the Pareto front of its condition '
+            "among points with no halted run; halt rate: halted runs / runs.</p>"
         )
     wave_note = (
         f"One recorded run of {e(waves_of.strategy)} (seed {waves_of.seed}); "
@@ -534,12 +622,14 @@ def render_report(
     )
     legend = (
         "durations: mean and p95 over runs; min serving: the fewest instances serving in any "
-        f"run; degraded: time below {required} serving; capacity loss in instance-minutes."
+        f"run; outage: nothing serving; degraded: serving, but fewer than {required} (outage "
+        "not included); capacity loss in instance-minutes."
     )
     wave_head = "".join(
         f"<th>{c}</th>"
         for c in ("wave", "start", "phase", "update domains", "instances", "instance ids")
     )
+    full_waves = full_waves.replace("{wave_head}", wave_head)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -552,6 +642,8 @@ def render_report(
 <body>
 <h1>{e(title)}</h1>
 <p class="note">{intro}</p>
+<h2 id="verdict">Verdict against demand ({required} serving)</h2>
+<ul class="verdicts">{verdicts}</ul>
 <h2 id="comparison">Comparison</h2>
 <table>
 <thead><tr>{head}</tr></thead>
@@ -560,6 +652,7 @@ def render_report(
 </tbody>
 </table>
 <p class="note">{legend}</p>
+{grid_html}
 <h2 id="charts">Serving capacity and waves</h2>
 <figure>
 {svg}
@@ -572,6 +665,7 @@ def render_report(
 {chr(10).join(waves)}
 </tbody>
 </table>
+{full_waves}
 <h2 id="scenario">Scenario</h2>
 <pre>{e(scenario.to_toml())}</pre>
 <script>document.body.dataset.rendered = "yes";</script>

@@ -28,10 +28,12 @@ from .options import (
     Debug,
     Json,
     Runs,
+    ScenarioFile,
     ScenarioPath,
     Seed,
     Workers,
     apply_scenario_overrides,
+    scenario_file,
 )
 
 DEFAULT_STRATEGY = "one-at-a-time"
@@ -84,7 +86,8 @@ Vary = Annotated[
 
 def sweep(
     vary: Vary,
-    scenario_path: ScenarioPath = None,
+    scenario_arg: ScenarioPath = None,
+    scenario_path: ScenarioFile = None,
     strategy: Annotated[
         str | None,
         typer.Option(
@@ -101,6 +104,8 @@ def sweep(
     seed: Seed = None,
     workers: Workers = None,
     dask: DaskAddress = None,
+    output_: output.OutputFormat = None,
+    query: output.Query = None,
     json: Json = False,
     csv_path: Annotated[
         str | None,
@@ -138,16 +143,23 @@ def sweep(
 ) -> None:
     """Run a grid of strategy parameters and scenario values; mark the Pareto front.
 
-    Every grid point is a Monte Carlo study on the same seeds. The front (marked
-    *) holds the points no other point beats on both mean duration (shorter is
-    better) and lowest serving capacity (the fewest instances serving at any
-    moment of any run; more is better). Example:
+    Every grid point is a Monte Carlo study on the same seeds. Strategy parameters
+    and engine options are choices; scenario keys (the scale set, timings, faults,
+    demand) are conditions, and each condition gets its own front. The front
+    (marked *) holds the points with no halted run that no other such point of
+    the same condition beats on both mean duration (shorter is better) and lowest
+    serving capacity (the fewest instances serving at any moment of any run; more
+    is better). Points with halted runs are listed apart with their halt rate.
+    Example:
 
     vmss-rollout sweep -s batch --vary batch:size=1..10 --vary faults.upgrade_failure=0,0.01,0.05
     """
-    if json and csv_path == "-":
-        raise InputError("--json and --csv - both write to stdout: choose one")
-    scenario = apply_scenario_overrides(load_scenario(scenario_path), {"runs": runs, "seed": seed})
+    fmt = output.check_output(output_, json, query)
+    if fmt != "table" and csv_path == "-":
+        raise InputError(f"-o {fmt} and --csv - both write to stdout: choose one")
+    scenario = apply_scenario_overrides(
+        load_scenario(scenario_file(scenario_path, scenario_arg)), {"runs": runs, "seed": seed}
+    )
     spec = (strategy or scenario.strategy or _named_strategy(vary) or DEFAULT_STRATEGY).strip()
     plotting.check_chart_paths(plot, report)
     charts = plot is not None or report is not None
@@ -166,14 +178,23 @@ def sweep(
     keys = list(points[0]["values"]) if points else []
     if charts:
         front = [p for p in points if p["pareto"]]
-        label = {id(p): ", ".join(f"{k}={v}" for k, v in p["values"].items()) for p in front}
+        shown = front or points[:MAX_CHARTED]  # every point halted: chart some anyway
+        # a label names the axes that vary (an axis of one value says nothing)
+        varying = [k for k in keys if len({str(q["values"][k]) for q in points}) > 1] or keys
+        label = {id(p): ", ".join(f"{k}={p['values'][k]}" for k in varying) for p in shown}
+        what = (
+            f"the {len(front)} Pareto-front points of {len(points)}"
+            if front
+            else f"{len(shown)} of {len(points)} points (none ran without halting)"
+        )
         written = plotting.write_charts(
-            front[0]["scenario"],
-            {label[id(p)]: p["results"] for p in front},
-            [{**p["summary"], "strategy": label[id(p)]} for p in front],
+            shown[0]["scenario"],
+            {label[id(p)]: p["results"] for p in shown},
+            [{**p["summary"], "strategy": label[id(p)], "resolved": p["strategy"]} for p in shown],
             plot_path=plot,
             report_path=report,
-            title=f"sweep of {spec}: the {len(front)} Pareto-front points of {len(points)}",
+            title=f"sweep of {spec}: {what}",
+            grid=sweep_grid(points, keys),
         )
         for path in written:
             output.stderr_console().print(f"wrote {path}", soft_wrap=True, markup=False)
@@ -192,28 +213,69 @@ def sweep(
         output.stderr_console().print(
             f"wrote {len(points)} rows to {csv_path}", soft_wrap=True, markup=False
         )
-    if json:
-        output.print_json(
-            {
-                "strategy": spec,
-                "runs": scenario.runs,
-                "seed": scenario.seed,
-                "keys": keys,
-                "pareto_objectives": OBJECTIVES,
-                "points": points,
-            }
+    conditions = list(points[0]["condition"]) if points else []
+    data = {
+        "strategy": spec,
+        "runs": scenario.runs,
+        "seed": scenario.seed,
+        "keys": keys,
+        "conditions": conditions,
+        "pareto_objectives": OBJECTIVES,
+        "points": points,
+    }
+
+    def table() -> None:
+        console = output.stdout_console()
+        clean = [p for p in points if p["summary"]["halted_runs"] == 0]
+        halting = [p for p in points if p["summary"]["halted_runs"] > 0]
+        title = (
+            f"sweep of {spec}: {len(points)} points x {scenario.runs} runs, seed {scenario.seed}"
         )
+        if clean:
+            console.print(sweep_table(clean, keys, f"{title}: points that never halted"))
+        if halting:
+            console.print(
+                sweep_table(halting, keys, "points with halted runs (on no front)", front=False)
+            )
+        for line in sweep_notes(points, conditions):
+            console.print(line, soft_wrap=True, markup=False)
+
+    if fmt == "csv" and query is None:  # the grid's own columns, as --csv writes them
+        sys.stdout.write(sweep_csv(points, keys))
         return
-    console = output.stdout_console()
-    console.print(sweep_table(points, keys, spec, scenario.runs, scenario.seed))
-    front = sum(p["pareto"] for p in points)
-    console.print(
-        f"*: the Pareto front ({front} of {len(points)} points): no other point has both a "
-        "shorter or equal mean duration and a higher or equal lowest serving (the fewest "
-        "instances serving at any moment of any run), one of them strictly. Halted runs end "
-        "early, which shortens the mean: read the front with the halted column.",
-        soft_wrap=True,
+    output.emit(data, output=output_, query=query, json_alias=json, table=table, rows=points)
+
+
+#: how many points the charts show when no point ran without halting
+MAX_CHARTED = 5
+
+
+def sweep_notes(points: Sequence[Mapping[str, Any]], conditions: Sequence[str]) -> list[str]:
+    """The lines under the sweep tables: what the front is, per condition."""
+    front = sum(bool(p["pareto"]) for p in points)
+    halting = sum(p["summary"]["halted_runs"] > 0 for p in points)
+    per = (
+        f"one front per condition ({', '.join(conditions)}: scenario values are not choices)"
+        if conditions
+        else "one front"
     )
+    lines = [
+        f"*: the Pareto front, {per}: {front} of {len(points)} points. Only points with no "
+        "halted run compete (a halted run ends early, which shortens the mean); among them, "
+        "no other point of the same condition has both a shorter or equal mean duration and "
+        "a higher or equal lowest serving (the fewest instances serving at any moment of any "
+        "run), one of them strictly."
+    ]
+    if halting:
+        lines.append(f"{halting} points had halted runs: listed apart, with their halt rate.")
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    for p in points:
+        groups.setdefault(tuple(p["condition"].values()), []).append(p)
+    for values, members in groups.items():
+        if not any(p["pareto"] for p in members):
+            where = ", ".join(f"{k}={v}" for k, v in zip(conditions, values, strict=True))
+            lines.append(f"no front for {where or 'the scenario'}: every point had halted runs.")
+    return lines
 
 
 def _named_strategy(vary: Sequence[str]) -> str | None:
@@ -242,7 +304,15 @@ def sweep_csv(points: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
-        [*keys, "strategy", "runs", *(c[0] for c in CSV_STATS), "halted_runs", "pareto"]
+        [
+            *keys,
+            "strategy",
+            "runs",
+            *(c[0] for c in CSV_STATS),
+            "halted_runs",
+            "halt_rate",
+            "pareto",
+        ]
     )
     for p in points:
         s = p["summary"]
@@ -253,21 +323,35 @@ def sweep_csv(points: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> str:
                 s["runs"],
                 *(repr(float(s[metric][stat])) for _, metric, stat in CSV_STATS),
                 s["halted_runs"],
+                repr(float(p["halt_rate"])),
                 "true" if p["pareto"] else "false",
             ]
         )
     return buffer.getvalue()
 
 
+def sweep_grid(points: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per point for the HTML report: the grid values, the metrics the
+    table shows, the halt rate and the front marker."""
+    return [
+        {
+            **{k: p["values"][k] for k in keys},
+            "duration mean": output.fmt_duration(p["summary"]["duration_s"]["mean"]),
+            "lowest serving": output.fmt_number(p["summary"]["min_serving"]["min"]),
+            "outage mean": output.fmt_duration(p["summary"]["outage_s"]["mean"]),
+            "halt rate": f"{p['halt_rate']:.0%}",
+            "front": "*" if p["pareto"] else "",
+        }
+        for p in points
+    ]
+
+
 def sweep_table(
-    points: Sequence[Mapping[str, Any]], keys: Sequence[str], spec: str, runs: int, seed: int
+    points: Sequence[Mapping[str, Any]], keys: Sequence[str], title: str, *, front: bool = True
 ) -> Table:
-    table = Table(
-        title=f"sweep of {spec}: {len(points)} points x {runs} runs, seed {seed}",
-        title_justify="left",
-    )
+    table = Table(title=title, title_justify="left")
     for key in keys:
-        table.add_column(key, justify="right")
+        table.add_column(key, justify="right", overflow="fold")  # long keys wrap, not cut
     for col in (
         "duration\nmean",
         "duration\np95",
@@ -275,7 +359,8 @@ def sweep_table(
         "outage\nmean",
         "degraded\nmean",
         "halted\nruns",
-        "front",
+        "halt\nrate",
+        *(("front",) if front else ()),
     ):
         table.add_column(col, justify="right")
     for p in points:
@@ -290,6 +375,7 @@ def sweep_table(
             Text(output.fmt_duration(outage), style="bold red" if outage > 0 else ""),
             output.fmt_duration(s["degraded_s"]["mean"]),
             f"{s['halted_runs']}/{s['runs']}",
-            Text("*", style="bold green") if p["pareto"] else "",
+            f"{p['halt_rate']:.0%}",
+            *((Text("*", style="bold green") if p["pareto"] else "",) if front else ()),
         )
     return table

@@ -23,6 +23,11 @@ _DURATION_RE = re.compile(
 )
 
 
+#: the longest duration any timing, pause, bake or timeout takes: a rollout step
+#: of more than 30 days is a typo (10^20 hours would overflow simulated time)
+MAX_DURATION_S = 30 * 86400.0
+
+
 def parse_duration(value: object, key: str = "duration") -> float:
     """Seconds from ``90``, ``90.5``, ``"90s"``, ``"5m"``, ``"1h"`` or ``"1h30m"``.
 
@@ -49,6 +54,8 @@ def parse_duration(value: object, key: str = "duration") -> float:
         raise InputError(f"{key}: expected a duration such as 90s, 5m or 1h, got {value!r}")
     if not math.isfinite(seconds) or seconds < 0:
         raise InputError(f"{key}: duration must be a finite number >= 0, got {value!r}")
+    if seconds > MAX_DURATION_S:
+        raise InputError(f"{key}: duration must be at most 30 days, got {value!r}")
     return seconds
 
 

@@ -373,12 +373,50 @@ def _toml_value(value: object) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
+#: a scenario file is a few hundred bytes; its longest list (only_instances) one
+#: id per instance: 1 MB is far beyond any real one
+MAX_FILE_CHARS = 1_000_000
+#: tables and lists inside one another: [engine] holds lists, nothing deeper
+MAX_NESTING = 3
+
+
+def _depth(value: object) -> int:
+    """How deeply tables and lists nest in ``value`` (a scalar is 0). Iterative,
+    so a hostile document cannot exhaust the stack here."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        )
+        if children is None:
+            continue
+        deepest = max(deepest, level + 1)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def load_scenario_text(text: str, source: str = "<scenario>") -> Scenario:
     """Parse and validate a scenario from TOML text; ``source`` names it in errors."""
+    if len(text) > MAX_FILE_CHARS:
+        raise InputError(
+            f"{source}: scenario file too large ({len(text):,} characters; at most "
+            f"{MAX_FILE_CHARS:,})"
+        )
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{source}: invalid TOML: {' '.join(str(exc).split())}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise InputError(
+            f"{source}: invalid scenario: values nested more than {MAX_NESTING} deep"
+        ) from None
+    depth = _depth(document)
+    if depth > MAX_NESTING:
+        raise InputError(
+            f"{source}: invalid scenario: values nested {depth} deep (at most {MAX_NESTING})"
+        )
     values: dict[str, Any] = {}
     top = sorted([*_LAYOUT[None], *(t for t in _LAYOUT if t), "engine"])
     for key, value in document.items():
@@ -404,6 +442,10 @@ def load_scenario(path: str | Path | None) -> Scenario:
     if path is None:
         return default_scenario()
     try:
+        if Path(path).stat().st_size > 4 * MAX_FILE_CHARS:  # do not read a huge file at all
+            raise InputError(
+                f"{path}: scenario file too large (at most {MAX_FILE_CHARS:,} characters)"
+            )
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

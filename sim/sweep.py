@@ -39,6 +39,7 @@ __all__ = [
     "OBJECTIVES",
     "Axis",
     "build_point",
+    "fronts",
     "grid",
     "pareto_front",
     "parse_values",
@@ -53,6 +54,7 @@ MAX_POINTS = 10_000
 OBJECTIVES = {
     "minimise": "duration_s.mean (mean duration over the runs)",
     "maximise": "min_serving.min (the fewest instances serving at any moment of any run)",
+    "among": "points with no halted run, one front per condition (values of the scenario axes)",
 }
 
 AxisKind = Literal["strategy", "scenario", "engine"]
@@ -252,6 +254,39 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
     return front
 
 
+def fronts(
+    points: Sequence[Mapping[str, str]],
+    summaries: Sequence[Mapping[str, Any]],
+    conditions: Sequence[str],
+) -> list[bool]:
+    """Which points are on the Pareto front of their condition.
+
+    Scenario axes (the scale set, timings, faults, demand) are conditions the
+    planner does not choose: each combination of their values gets a front of
+    its own, among the choices (strategy parameters, engine options) tried
+    under it. Only points that never halted compete: a halted run ends early,
+    which shortens the mean duration, so a configuration that halts would
+    otherwise look fast. Points with halted runs are never on a front."""
+    on_front = [False] * len(points)
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, point in enumerate(points):
+        groups.setdefault(tuple(point[k] for k in conditions), []).append(i)
+    for members in groups.values():
+        clean = [i for i in members if summaries[i]["halted_runs"] == 0]
+        marks = pareto_front(
+            [
+                (
+                    float(summaries[i]["duration_s"]["mean"]),
+                    float(summaries[i]["min_serving"]["min"]),
+                )
+                for i in clean
+            ]
+        )
+        for i, mark in zip(clean, marks, strict=True):
+            on_front[i] = mark
+    return on_front
+
+
 def _plain(value: str) -> int | float | str:
     """A grid value for JSON: a number when it reads as one."""
     try:
@@ -279,8 +314,10 @@ def sweep(
 ) -> list[dict[str, Any]]:
     """Run the grid: one study of ``runs`` runs (default: the scenario's) per point,
     every point on the same seeds. One dict per point, in grid order:
-    ``values`` (key -> value), ``strategy`` (the point's spec), ``summary``
-    (:func:`~.runner.summarize`) and ``pareto`` (on the front of :data:`OBJECTIVES`).
+    ``values`` (key -> value), ``condition`` (the values of its scenario axes),
+    ``strategy`` (the point's spec), ``summary`` (:func:`~.runner.summarize`),
+    ``halt_rate`` (halted runs / runs) and ``pareto`` (on its condition's front of
+    :data:`OBJECTIVES`, see :func:`fronts`).
     With ``record``, also ``scenario`` and ``results`` (recorded runs, for charts;
     not JSON)."""
     spec = strategy.strip()
@@ -299,17 +336,18 @@ def sweep(
         studies.append(Study(point_scenario, point_spec, n, base, record=record))
     results = run_studies(studies, workers=workers, dask=dask, progress=progress)
     summaries = [summarize(s.strategy, base, r) for s, r in zip(studies, results, strict=True)]
-    front = pareto_front(
-        [(float(s["duration_s"]["mean"]), float(s["min_serving"]["min"])) for s in summaries]
-    )
+    conditions = [a.key for a in axes if a.kind == "scenario"]
+    front = fronts(points, summaries, conditions)
     out: list[dict[str, Any]] = []
     for point, study, summary, on_front, runs_ in zip(
         points, studies, summaries, front, results, strict=True
     ):
         item: dict[str, Any] = {
             "values": {k: _plain(v) for k, v in point.items()},
+            "condition": {k: _plain(point[k]) for k in conditions},
             "strategy": study.strategy,
             "summary": summary,
+            "halt_rate": summary["halted_runs"] / summary["runs"],
             "pareto": on_front,
         }
         if record:

@@ -91,15 +91,18 @@ def engine_pacing(draw: st.DrawFn) -> EngineOptions:
 
 
 @st.composite
-def fleets(draw: st.DrawFn, *, max_instances: int = 500, pacing: bool = True) -> Scenario:
-    """A fault-free scenario with a random fleet shape: 1..``max_instances``
+def fleets(
+    draw: st.DrawFn, *, max_instances: int = 500, pacing: bool = True, min_instances: int = 1
+) -> Scenario:
+    """A fault-free scenario with a random fleet shape: ``min_instances``..``max_instances``
     instances (biased toward small fleets), 1-20 update domains, 1-5 fault
     domains, no zones or zones "1".."3", fast fixed or uniform timings, and
     (``pacing``) random canary/bake/pause/checkpoint options."""
+    low = max(1, min(min_instances, max_instances))
     instances = draw(
-        st.integers(1, min(8, max_instances))
-        | st.integers(1, min(40, max_instances))
-        | st.integers(1, max_instances)
+        st.integers(low, max(low, min(low + 7, max_instances)))
+        | st.integers(low, max(low, min(low + 39, max_instances)))
+        | st.integers(low, max_instances)
     )
     zones = ZONE_NAMES[: draw(st.integers(0, len(ZONE_NAMES)))]
     return Scenario(
@@ -117,10 +120,12 @@ def fleets(draw: st.DrawFn, *, max_instances: int = 500, pacing: bool = True) ->
 
 
 @st.composite
-def fault_scenarios(draw: st.DrawFn, *, max_instances: int = 500, pacing: bool = True) -> Scenario:
+def fault_scenarios(
+    draw: st.DrawFn, *, max_instances: int = 500, pacing: bool = True, min_instances: int = 1
+) -> Scenario:
     """Like :func:`fleets`, plus faults: upgrade failures and unhealthy-after-upgrade
     probabilities of 0-20 %, a bad image sometimes, and either on_failure mode."""
-    base = draw(fleets(max_instances=max_instances, pacing=pacing))
+    base = draw(fleets(max_instances=max_instances, pacing=pacing, min_instances=min_instances))
     on_failure: OnFailure = draw(st.sampled_from(["freeze", "rollback"]))
     return dataclasses.replace(
         base,

@@ -15,6 +15,7 @@ the number of instances.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from abc import ABC, abstractmethod
@@ -186,6 +187,11 @@ class StrategyBase(ABC):
     def engine_options(self, options: EngineOptions) -> EngineOptions:
         return options
 
+    def resolved(self, scope_size: int) -> str:
+        """The spec with defaults that depend on the scope worked out
+        (``batch`` on 20 instances is ``batch:size=4``); optional for plugins."""
+        return self.spec()
+
     def spec(self) -> str:
         parts = []
         for f in _params(type(self)):
@@ -214,6 +220,12 @@ def _show(value: object) -> str:
     return str(value)
 
 
+#: the largest number a strategy parameter takes: a scale set holds at most 1,000
+#: instances (Microsoft docs, virtual-machine-scale-sets-placement-groups), so far
+#: more is a typo, and a 20-digit number must not reach the engine
+MAX_PARAMETER = 1_000_000
+
+
 def _convert(hint: Any, raw: str, key: str) -> Any:
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         options = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -227,14 +239,22 @@ def _convert(hint: Any, raw: str, key: str) -> Any:
         raise InputError(f"{key}: expected true or false, got {raw!r}")
     if hint is int:
         try:
-            return int(text)
+            number = int(text)
         except ValueError:
             raise InputError(f"{key}: expected a whole number, got {raw!r}") from None
+        if abs(number) > MAX_PARAMETER:
+            raise InputError(f"{key}: expected a whole number up to {MAX_PARAMETER:,}, got {raw!r}")
+        return number
     if hint is float:
         try:
-            return float(text)
+            value = float(text)
         except ValueError:
             raise InputError(f"{key}: expected a number, got {raw!r}") from None
+        if not math.isfinite(value) or abs(value) > MAX_PARAMETER:
+            raise InputError(
+                f"{key}: expected a finite number up to {MAX_PARAMETER:,}, got {raw!r}"
+            )
+        return value
     if hint is Amount:
         return Amount.parse(text, key)
     if hint is Duration:

@@ -176,6 +176,9 @@ class Batch(StrategyBase):
     def next_wave(self, view: View) -> Sequence[str]:
         return [] if view.in_flight else _take(view.pending, self._size(view.scope_size))
 
+    def resolved(self, scope_size: int) -> str:
+        return f"{self.name}:size={min(scope_size, self._size(scope_size))}"
+
     def check_scope_size(self, scope_size: int) -> None:
         """A fixed size larger than the scope is a typo (checked before a real rollout)."""
         if self.size is not None and self.size > scope_size:
@@ -210,6 +213,9 @@ class Window(StrategyBase):
     def _limit(self, scope_size: int) -> int:
         return _amount_size(self.max_unavailable, scope_size)
 
+    def resolved(self, scope_size: int) -> str:
+        return f"{self.name}:max-unavailable={min(scope_size, self._limit(scope_size))}"
+
     def next_wave(self, view: View) -> Sequence[str]:
         return _take(view.pending, self._limit(view.scope_size) - len(view.in_flight))
 
@@ -243,6 +249,9 @@ class Surge(StrategyBase):
             if view.in_flight
             else _take(view.pending, _amount_size(self.max_surge, view.scope_size))
         )
+
+    def resolved(self, scope_size: int) -> str:
+        return f"{self.name}:max-surge={_amount_size(self.max_surge, scope_size)}"
 
     def max_down(self, scope: Sequence[InstanceInfo], fleet_size: int) -> int:
         return 0

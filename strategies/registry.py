@@ -10,13 +10,17 @@ vmss-rollout itself ships (the test suite does, like pytest's
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..engine.errors import StrategyLoadError
-from .base import Strategy
+from ..engine.errors import InputError, StrategyLoadError
+from .base import InstanceInfo, Strategy
+
+if TYPE_CHECKING:
+    from ..engine.model import Instance, ModelVersion
+    from ..engine.options import Scope
 
 GROUP = "vmss_rollout.strategies"
 DISABLE_ENV = "VMSS_ROLLOUT_DISABLE_PLUGIN_AUTOLOAD"
@@ -94,6 +98,91 @@ def make(spec: str) -> Strategy:
     if not isinstance(strategy, Strategy):
         raise StrategyLoadError(f"strategy {name!r} does not implement the Strategy protocol")
     return strategy
+
+
+#: the domain kinds a strategy's ``order`` parameter lists
+_ORDERED_KINDS = {
+    "update_domain": "update domains",
+    "fault_domain": "fault domains",
+    "zone": "zones",
+}
+
+
+def check_for_scope(strategy: Strategy, scope: Sequence[InstanceInfo]) -> None:
+    """The strategy's parameters against the instances it would roll out, before
+    anything runs or changes: a fixed batch larger than the scope
+    (``check_scope_size``, a strategy's optional hook) and an explicit ``order``
+    naming domains the scope does not have (``update-domain:order=x/y``) are typos."""
+    if not scope:
+        return
+    check = getattr(strategy, "check_scope_size", None)
+    if callable(check):
+        check(len(scope))
+    order = getattr(strategy, "order", None)
+    kind = getattr(strategy, "domain_kind", None)
+    if not isinstance(order, str) or kind not in _ORDERED_KINDS:
+        return
+    text = order.strip().lower()
+    if text in ("asc", "desc"):
+        return
+    listed = [p.strip() for p in order.replace(";", "/").split("/") if p.strip()]
+    present = {str(i.domain(kind)) for i in scope}
+    missing = [item for item in listed if item not in present]
+    if missing:
+        have = ", ".join(sorted(present, key=lambda v: (len(v), v)))
+        raise InputError(
+            f"{strategy.name}:order: {', '.join(missing)} not among the {_ORDERED_KINDS[kind]} "
+            f"in scope ({have}); expected asc, desc or a list of them such as 2/0/1"
+        )
+
+
+def validate(
+    spec: str,
+    instances: Sequence[Instance],
+    scope: Scope,
+    target: ModelVersion | None = None,
+) -> Strategy:
+    """The one check of a strategy spec against a fleet, shared by ``simulate``,
+    ``compare``, ``plan`` and ``upgrade``: the spec parses, the scope filters
+    match instances, and the parameters fit the instances in scope (those not
+    already on ``target``). Raises :class:`InputError`; returns the strategy."""
+    from ..engine.rollout import check_scope  # the engine imports this package
+
+    strategy = make(spec)
+    check_scope(scope, instances)
+    check_for_scope(strategy, in_scope(instances, scope, target))
+    return strategy
+
+
+def in_scope(
+    instances: Sequence[Instance], scope: Scope, target: ModelVersion | None = None
+) -> list[InstanceInfo]:
+    """What a strategy knows of the instances a rollout to ``target`` covers."""
+    from ..engine.rollout import runs
+
+    return [
+        InstanceInfo(i.instance_id, i.update_domain, i.fault_domain, i.zone, i.serving)
+        for i in instances
+        if scope.covers(i.instance_id, i.update_domain, i.fault_domain, i.zone)
+        and (target is None or not runs(i, target))
+    ]
+
+
+_SHORT_KINDS = {"update_domain": "UDs", "fault_domain": "FDs", "zone": "zones"}
+
+
+def resolved_spec(strategy: Strategy, scope: Sequence[InstanceInfo], fleet_size: int) -> str:
+    """What the strategy does on this scope, for tables: its spec with scope-dependent
+    defaults worked out (``batch:size=4``), and for domain strategies how many waves
+    of how many instances (``update-domain (5 UDs, <=4 at once)``)."""
+    resolved = getattr(strategy, "resolved", None)
+    text = str(resolved(len(scope))) if callable(resolved) else strategy.spec()
+    kind = strategy.domain_kind
+    if kind is not None and kind != "healthy" and scope:
+        domains = len({i.domain(kind) for i in scope})
+        label = _SHORT_KINDS.get(kind, "zone UDs")
+        text += f" ({domains} {label}, <={strategy.max_down(scope, fleet_size)} at once)"
+    return text
 
 
 def describe() -> list[dict[str, Any]]:

@@ -87,6 +87,11 @@ def test_missing_subscription_resource_group_or_scale_set(emu: Emulated) -> None
         (["-s", "nope"], "unknown strategy 'nope'"),
         (["-s", "batch:sizes=3"], "strategy batch: unknown parameter 'sizes'"),
         (["-s", "batch", "--only-instances", "99"], "only_instances: 99 not in the scale set"),
+        # the checks simulate shares (strategies.registry.validate)
+        (["-s", "update-domain:order=x/y"], "update-domain:order: x, y not among the update"),
+        (["-s", ""], "missing strategy name"),
+        (["-s", "batch:size=99999999999999999999"], "batch:size: expected a whole number up to"),
+        (["-s", "batch", "--bake", "1000h"], "--bake: duration must be at most 30 days"),
     ],
 )
 def test_malformed_target_strategy_or_option(emu: Emulated, extra: list[str], needle: str) -> None:
@@ -109,6 +114,20 @@ def test_malformed_scenario(emu: Emulated, tmp_path: Path, text: str, needle: st
     bad.write_text(text)
     args = ["plan", "-g", RG, "-n", emu.name, "--image-version", "9.0.0", "-s", "batch"]
     assert_refused(emu, [*args, "--scenario", str(bad), "--runs", "2"], needle)
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ("update-domain:order=x/y", "update-domain:order: x, y not among the update domains"),
+        ("batch:size=50", f"batch:size: 50 is larger than the scope ({N} instances)"),
+    ],
+)
+def test_plan_refuses_what_upgrade_and_simulate_refuse(
+    emu: Emulated, spec: str, needle: str
+) -> None:
+    args = ["plan", "-g", RG, "-n", emu.name, "--image-version", "9.0.0", "-s", spec, "-r", "2"]
+    assert_refused(emu, args, needle)
 
 
 def test_an_unreachable_endpoint(emu: Emulated) -> None:

@@ -19,6 +19,7 @@ from vmss_rollout.cli import output
 from vmss_rollout.cli.plotting import (
     Bands,
     check_chart_paths,
+    collapse_waves,
     compare_cells,
     domain_heat,
     plot,
@@ -290,9 +291,13 @@ def test_report_has_the_compare_table_scenario_and_every_wave(
         assert row is not None, cells[0]
         assert re.findall(r"<td[^>]*>(.*?)</td>", row.group(1)) == cells[1:]
     # the cells are the CLI compare table's
+    # (the terminal shows the resolved spec under the name, when it says more)
     table = output.compare_table(summaries, "t")
     cli_rows = list(zip(*(list(map(str, c.cells)) for c in table.columns), strict=True))
-    assert [list(r) for r in cli_rows] == [compare_cells(s) for s in summaries]
+    for row, summary in zip(cli_rows, summaries, strict=True):
+        cells = compare_cells(summary)
+        first = cells[0] if cells[1] == cells[0] else f"{cells[0]}\n{cells[1]}"
+        assert list(row) == [first, *cells[2:]]
     # the scenario, escaped
     assert "name = &quot;default&quot;" in page and "instances = 10" in page
     # every wave of the recorded run, with its instances
@@ -427,3 +432,81 @@ def test_report_renders_in_headless_chromium_without_console_errors(
     assert re.search(r'<body[^>]*data-rendered="yes"', dom), dom[:500]
     assert "<svg" in dom and "Wave schedule" in dom
     assert console_problems(stderr) == []
+
+
+# --------------------------------------------------------------------------- at scale (issue 12)
+
+
+def test_report_opens_with_a_verdict_per_strategy_against_demand(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from vmss_rollout.cli.app import app
+
+    page = tmp_path / "r.html"
+    result = CliRunner().invoke(
+        app,
+        ["compare", "-r", "4", "-s", "window", "-s", "all-at-once", "-s", "batch:size=5",
+         "--report", str(page)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = page.read_text(encoding="utf-8")
+    verdict = text.index('<h2 id="verdict">')
+    assert verdict < text.index('<h2 id="comparison">')  # first thing after the title
+    items = re.findall(r'<li class="(ok|warn|bad)">(.*?)</li>', text)
+    kinds = {body.split(": ")[0]: kind for kind, body in items}
+    assert kinds == {"window": "ok", "all-at-once": "bad", "batch:size=5": "warn"}
+    assert any("meets demand in every run" in body for _, body in items)
+    assert any("below demand: as few as 15 serving against 16" in body for _, body in items)
+    # the resolved parameters and the most-down column are in the report's table too
+    assert "window:max-unavailable=4" in text
+
+
+def test_long_wave_tables_collapse_into_a_range_with_every_wave_kept() -> None:
+    rows = [(n, float(n * 60), "rollout", (str(n),)) for n in range(1, 272)]
+    collapsed = collapse_waves(rows)
+    assert len(collapsed) == 21
+    assert collapsed[:10] == rows[:10] and collapsed[-10:] == rows[-10:]
+    assert collapsed[10] == (11, 261, 251)  # waves 11-261: 251 instances
+    assert collapse_waves(rows[:20]) == rows[:20]
+
+
+def test_report_collapses_waves_beyond_20_and_lists_all_in_a_details(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from vmss_rollout.cli.app import app
+
+    page = tmp_path / "w.html"
+    result = CliRunner().invoke(
+        app,
+        ["simulate", "-r", "2", "--instances", "60", "-s", "one-at-a-time", "--report", str(page)],
+    )
+    assert result.exit_code == 0, result.output
+    text = page.read_text(encoding="utf-8")
+    schedule, _, rest = text.partition("<details>")
+    assert '<tr class="range"><td class="num">11-50</td>' in schedule
+    assert "40 waves, 40 instances" in schedule
+    assert "all 60 waves" in rest
+    assert len(re.findall(r'<td class="ids">', rest.split("</details>")[0])) == 60
+
+
+def test_sweep_report_keeps_the_grid_columns_and_the_front_marker(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from vmss_rollout.cli.app import app
+
+    page = tmp_path / "s.html"
+    result = CliRunner().invoke(
+        app,
+        ["sweep", "--vary", "batch:size=1,2,5", "--vary", "faults.upgrade_failure=0,0.3",
+         "-r", "4", "--report", str(page)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = page.read_text(encoding="utf-8")
+    grid = text[text.index('<h2 id="grid">') : text.index('<h2 id="charts">')]
+    head = re.findall(r"<th>(.*?)</th>", grid)
+    assert head[:2] == ["batch:size", "faults.upgrade_failure"]
+    assert "halt rate" in head and "front" in head
+    rows = re.findall(r"<tr( class=\"front\")?>(.*?)</tr>", grid)
+    assert len(rows) == 1 + 6  # the header and every grid point
+    marked = [cells for front, cells in rows if front]
+    assert marked and all('<td class="num">*</td>' in cells for cells in marked)

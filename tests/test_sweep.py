@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from vmss_rollout.sim.scenario import Scenario
 from vmss_rollout.sim.sweep import (
     Axis,
     build_point,
+    fronts,
     grid,
     pareto_front,
     parse_values,
@@ -210,12 +212,27 @@ def test_small_sweep_end_to_end() -> None:
     objectives = [
         (p["summary"]["duration_s"]["mean"], p["summary"]["min_serving"]["min"]) for p in points
     ]
-    front = [i for i, p in enumerate(points) if p["pareto"]]
-    assert front
-    for i in front:  # no front point is dominated by any point
-        assert not any(_dominated(objectives[i], q) for q in objectives)
-    for i in set(range(8)) - set(front):  # every other point is
-        assert any(_dominated(objectives[i], q) for q in objectives)
+    # faults.upgrade_failure is a condition: one front per value, among points that never halted
+    assert all(
+        p["condition"] == {"faults.upgrade_failure": p["values"]["faults.upgrade_failure"]}
+        for p in points
+    )
+    for rate in (0, 0.1):
+        members = [
+            i for i, p in enumerate(points) if p["condition"]["faults.upgrade_failure"] == rate
+        ]
+        clean = [i for i in members if points[i]["summary"]["halted_runs"] == 0]
+        front = [i for i in members if points[i]["pareto"]]
+        assert set(front) <= set(clean)  # a point with halted runs is on no front
+        assert bool(front) == bool(clean)
+        rivals = [objectives[j] for j in clean]
+        for i in front:  # no front point is dominated by a clean point of its condition
+            assert not any(_dominated(objectives[i], q) for q in rivals)
+        for i in set(clean) - set(front):  # every other clean point is
+            assert any(_dominated(objectives[i], q) for q in rivals)
+        for i in members:
+            summary = points[i]["summary"]
+            assert points[i]["halt_rate"] == summary["halted_runs"] / summary["runs"]
     # one-at-a-time keeps the most serving: batch:size=1 without faults is on the front
     assert points[0]["pareto"]
     # the same grid on a pool gives the same numbers
@@ -273,10 +290,11 @@ def test_cli_json(tmp_path: Path) -> None:
     assert data["strategy"] == "batch"  # named by the --vary key
     assert data["runs"] == 5 and data["seed"] == 4
     assert data["keys"] == ["batch:size", "faults.upgrade_failure"]
-    assert set(data["pareto_objectives"]) == {"minimise", "maximise"}
+    assert set(data["pareto_objectives"]) == {"minimise", "maximise", "among"}
+    assert data["conditions"] == ["faults.upgrade_failure"]
     assert len(data["points"]) == 8
     for point in data["points"]:
-        assert set(point) == {"values", "strategy", "summary", "pareto"}
+        assert set(point) == {"values", "condition", "strategy", "summary", "halt_rate", "pareto"}
         assert set(point["values"]) == set(data["keys"])
         assert point["summary"]["runs"] == 5
     assert any(p["pareto"] for p in data["points"])
@@ -294,6 +312,7 @@ def test_cli_json(tmp_path: Path) -> None:
         (["-s", "window", "--vary", "batch:size=1"], "not a parameter of the swept strategy"),
         (["--vary", "batch:size=3..1"], "empty range"),
         (["--vary", "batch:size=1", "--json", "--csv", "-"], "choose one"),
+        (["--vary", "batch:size=1", "-o", "tsv", "--csv", "-"], "choose one"),
         (["--vary", "batch:size=1", "--workers", "0"], "--workers"),
         (["--vary", "batch:size=1", "--runs", "0"], "--runs"),
     ],
@@ -305,3 +324,55 @@ def test_cli_input_errors(args: list[str], needle: str) -> None:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and needle in lines[0]
     assert result.stdout == ""
+
+
+def test_fronts_are_per_condition_among_points_that_never_halted() -> None:
+    """Pure: a fast point that halted does not push a clean one off the front, and
+    each condition (a scenario value) has a front of its own."""
+    points = [
+        {"batch:size": "1", "faults.upgrade_failure": "0"},
+        {"batch:size": "8", "faults.upgrade_failure": "0"},
+        {"batch:size": "1", "faults.upgrade_failure": "0.1"},
+        {"batch:size": "8", "faults.upgrade_failure": "0.1"},
+    ]
+
+    def summary(duration: float, serving: int, halted: int) -> dict[str, Any]:
+        return {
+            "duration_s": {"mean": duration},
+            "min_serving": {"min": serving},
+            "halted_runs": halted,
+            "runs": 10,
+        }
+
+    summaries = [
+        summary(100, 9, 0),  # slow, keeps the most serving: front of condition 0
+        summary(10, 9, 3),  # faster and as good, but halted: on no front
+        summary(500, 5, 0),  # condition 0.1 competes only with its own points
+        summary(50, 2, 0),
+    ]
+    assert fronts(points, summaries, ["faults.upgrade_failure"]) == [True, False, True, True]
+    # one global front (no condition axes) would rank 0.1's points against 0's
+    assert fronts(points, summaries, []) == [True, False, False, True]
+
+
+def test_cli_lists_halting_points_apart_with_their_halt_rate(tmp_path: Path) -> None:
+    args = ["--vary", "batch:size=1,4", "--vary", "faults.upgrade_failure=0,0.3", "--runs", "8"]
+    result = _cli(_scenario_file(tmp_path), *args)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    clean, _, halting = out.partition("points with halted runs (on no front)")
+    assert "points that never halted" in clean and halting
+    assert "halt" in clean and "rate" in clean
+    assert re.search(r"\b0\.3\b.*\d+/8 .*\d+%", halting)  # the faulty condition's rows
+    assert "0.3" not in clean.split("\n", 3)[-1].split("*:")[0]  # no halting row up top
+    assert "one front per condition (faults.upgrade_failure" in out
+    assert "no front for faults.upgrade_failure=0.3" in out
+    data = json.loads(_cli(_scenario_file(tmp_path), *args, "-o", "json").stdout)
+    for point in data["points"]:
+        halted = point["summary"]["halted_runs"]
+        assert point["halt_rate"] == halted / 8
+        assert not (point["pareto"] and halted)
+    tsv = _cli(_scenario_file(tmp_path), *args, "--query", "points[?pareto].values", "-o", "tsv")
+    lines = tsv.stdout.splitlines()
+    assert "1\t0" in lines  # size 1 without faults: never halts, serves the most
+    assert all(line.endswith("\t0") for line in lines)  # 0.3 has no front
