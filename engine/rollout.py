@@ -40,7 +40,6 @@ unhealthy.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -336,6 +335,8 @@ class Rollout:
         self._listener = listener
         self._keep = keep_events
         self.fleet: dict[str, Instance] = {i.instance_id: i for i in instances}
+        #: (id(model), id(other)) -> (model, other, equal): see _same_model
+        self._model_memo: dict[tuple[int, int], tuple[ModelVersion | None, ModelVersion, bool]] = {}
         self._bad: set[str] = {i for i, inst in self.fleet.items() if is_bad(inst)}
         self._declared_bad: set[str] = set()
         self.phase = Phase.INIT
@@ -357,7 +358,7 @@ class Rollout:
             InstanceInfo(i.instance_id, i.update_domain, i.fault_domain, i.zone, i.serving)
             for i in self.fleet.values()
             if scope.covers(i.instance_id, i.update_domain, i.fault_domain, i.zone)
-            and (not runs(i, target) or _awaiting_health(i, target))
+            and (not self._on_target(i) or _awaiting_health(i, target))
             and i.instance_id not in leaving
             and i.instance_id not in surge_found.values()
         ]
@@ -368,8 +369,11 @@ class Rollout:
         self._surge_waiting: deque[str] = deque()  # scope ids waiting for their new instance
         self._surge_new: dict[str, str] = {}  # scope id in flight -> its new instance id
         self._created: dict[str, str] = {}  # scope id -> the instance surge created for it
-        self._deadlines: list[tuple[float, str]] = []  # (health deadline, scope id), lazy heap
-        self._awaiting: dict[str, float] = {}
+        #: scope id -> its health deadline, for instances upgraded and not healthy
+        #: yet. Deadlines are ``now + health_timeout`` and ``now`` never goes back,
+        #: so insertion order is deadline order: the first entry is the earliest
+        #: (OrderedDict: O(1) to find it after deletions at the front, see _Index)
+        self._awaiting: OrderedDict[str, float] = OrderedDict()
         self._wave_of: dict[str, int] = {}
         self._wave_left: dict[int, int] = {}
         self._wave_no = 0
@@ -632,11 +636,24 @@ class Rollout:
             elif owner not in self._awaiting:
                 deadline = now + self.options.health_timeout
                 self._awaiting[owner] = deadline
-                heapq.heappush(self._deadlines, (deadline, owner))
                 self._emit(now, EventKind.INSTANCE_UPGRADED, (owner,), self._wave_of.get(owner))
 
     def _on_target(self, inst: Instance) -> bool:
-        return runs(inst, self.target_now)
+        """:func:`runs` on the current phase's target, with the model comparison
+        remembered per pair of model objects (two different image references
+        compare by folding the case of every name, each time)."""
+        if inst.provisioning is ProvisioningState.FAILED:
+            return False
+        return self._same_model(inst.model, self.target_now)
+
+    def _same_model(self, model: ModelVersion | None, other: ModelVersion) -> bool:
+        if model is other:
+            return True
+        key = (id(model), id(other))
+        seen = self._model_memo.get(key)
+        if seen is None or seen[0] is not model or seen[1] is not other:
+            seen = self._model_memo[key] = (model, other, model == other)
+        return seen[2]
 
     def _resolve(self, now: float, owner: str, how: Resolution, detail: str = "") -> None:
         if owner not in self.view.in_flight:
@@ -753,7 +770,7 @@ class Rollout:
                     actions.append(DeleteInstances(tuple(delete)))
             else:
                 self._finish(now)
-        wake = [d for d, owner in self._deadlines[:1]]
+        wake = [next(iter(self._awaiting.values()))] if self._awaiting else []
         if self.phase in (Phase.ROLLING, Phase.ROLLING_BACK) and self._not_before > now:
             wake.append(self._not_before)
         return Step(tuple(actions), min(wake) if wake else None)
@@ -781,9 +798,16 @@ class Rollout:
         return InstanceInfo(iid, inst.update_domain, inst.fault_domain, inst.zone, inst.serving)
 
     def _expire_health(self, now: float) -> None:
-        while self._deadlines and self._deadlines[0][0] <= now:
-            deadline, owner = heapq.heappop(self._deadlines)
-            if self._awaiting.get(owner) == deadline:
+        awaiting = self._awaiting
+        if not awaiting or next(iter(awaiting.values())) > now:
+            return
+        due = []
+        for owner, deadline in awaiting.items():
+            if deadline > now:
+                break
+            due.append((deadline, owner))
+        for _, owner in sorted(due):  # ties in id order, as ever
+            if owner in awaiting:
                 self._resolve(
                     now,
                     owner,

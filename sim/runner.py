@@ -116,41 +116,71 @@ def build(
     return env, scale_set
 
 
+class _Driver:
+    """Wakes a rollout on a simulated scale set: observe what changed, step,
+    execute, and arm a timer for the engine's deadline. One wake-up per set of
+    simultaneous changes (the scale set's one ``changed`` event) or deadline."""
+
+    def __init__(self, env: simpy.Environment, rollout: Rollout, backend: SimScaleSet) -> None:
+        self.env = env
+        self.rollout = rollout
+        self.backend = backend
+        self.etag = backend.read()[0].etag
+        #: the earliest deadline a pending timer will wake us for
+        self.next_timer = math.inf
+
+    def _timer_fired(self, event: simpy.Event) -> None:
+        if event.value == self.next_timer:
+            self.next_timer = math.inf
+        self.backend.notify()
+
+    def wake(self) -> bool:
+        """One observe/step/execute round; True once the rollout is finished."""
+        env, rollout, backend = self.env, self.rollout, self.backend
+        now = env.now
+        obs = backend.poll()
+        rollout.observe(now, obs.changed, obs.deleted)
+        step = rollout.step(now)
+        self.etag = execute(rollout, backend, step.actions, lambda: env.now, self.etag)
+        if rollout.finished:
+            return True
+        wake_at = step.wake_at
+        if wake_at is not None and wake_at < self.next_timer:
+            # an earlier pending timer would wake us too soon, which is harmless;
+            # a later one would wake us too late, so add this one
+            self.next_timer = wake_at
+            timer = env.timeout(max(0.0, wake_at - now), value=wake_at)
+            timer.callbacks.append(self._timer_fired)
+        return False
+
+
 def drive(
     env: simpy.Environment, rollout: Rollout, backend: SimScaleSet
 ) -> Generator[Any, Any, None]:
-    """The SimPy driver: observe, step, execute, then sleep until the scale set
-    changes or the engine's deadline passes (both wake the one ``changed`` event)."""
-    etag = backend.read()[0].etag
-    next_timer = math.inf  # the earliest deadline a pending timer will wake us for
-
-    def timer_fired(event: simpy.Event) -> None:
-        nonlocal next_timer
-        if event.value == next_timer:
-            next_timer = math.inf
-        backend.notify()
-
-    while True:
-        obs = backend.poll()
-        rollout.observe(env.now, obs.changed, obs.deleted)
-        step = rollout.step(env.now)
-        etag = execute(rollout, backend, step.actions, lambda: env.now, etag)
-        if rollout.finished:
-            return
-        if step.wake_at is not None and step.wake_at < next_timer:
-            # an earlier pending timer would wake us too soon, which is harmless;
-            # a later one would wake us too late, so add this one
-            next_timer = step.wake_at
-            timer = env.timeout(max(0.0, step.wake_at - env.now), value=step.wake_at)
-            timer.callbacks.append(timer_fired)
+    """The driver as a SimPy process: wake, then sleep until the scale set
+    changes or the engine's deadline passes (both trigger the one ``changed`` event)."""
+    driver = _Driver(env, rollout, backend)
+    while not driver.wake():
         yield backend.changed
 
 
 def simulate_rollout(env: simpy.Environment, rollout: Rollout, scale_set: SimScaleSet) -> None:
-    """Run ``rollout`` on ``scale_set`` to the end of simulated time."""
-    env.process(drive(env, rollout, scale_set))
+    """Run ``rollout`` on ``scale_set`` until it finishes (simulated time stops
+    there). The driver is a callback on the ``changed`` event rather than a
+    process: the same wake-ups, without resuming a generator for each."""
+    driver = _Driver(env, rollout, scale_set)
+    done = env.event()
+
+    def woken(_: simpy.Event | None) -> None:
+        if driver.wake():
+            done.succeed()
+        else:
+            scale_set.changed.callbacks.append(woken)
+
+    woken(None)
     with _gc_paused():
-        env.run()
+        if not done.triggered:
+            env.run(until=done)
 
 
 def run_once(

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, cast
 
 import simpy
+from simpy.events import URGENT
 
 from ..engine.backend import Observations
 from ..engine.errors import ConcurrencyError, InputError
@@ -40,6 +41,54 @@ TARGET_MODEL = ModelVersion(ImageReference("Canonical", "ubuntu-24_04-lts", "ser
 #: one timeline row: (time, serving, upgrading, unhealthy, on the new model)
 TimelineRow = tuple[float, int, int, int, int]
 _NONE = (0, 0, 0, 0)
+
+_SUCCEEDED = ProvisioningState.SUCCEEDED
+_FAILED = ProvisioningState.FAILED
+_UPDATING = ProvisioningState.UPDATING
+_CREATING = ProvisioningState.CREATING
+_RUNNING = PowerState.RUNNING
+_HEALTHY = Health.HEALTHY
+_UNHEALTHY = Health.UNHEALTHY
+_UNKNOWN = Health.UNKNOWN
+_FIELDS = tuple(f.name for f in fields(Instance))
+#: writes a field of a :class:`SimInstance` (frozen to everyone else)
+_put = object.__setattr__
+
+
+class SimInstance(Instance):
+    """An instance the simulated scale set changes in place.
+
+    The simulator owns it and is the only writer (through ``_put``); everyone
+    else reads it as an :class:`Instance`, and always sees its current state.
+    One object per instance for the whole run instead of a copy per change
+    (issue 13). It compares equal to any :class:`Instance` with the same
+    fields, and is not hashable (it changes).
+    """
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Instance):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in _FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class _Job:
+    """An upgrade (or, with ``updating=False``, a first provisioning) the scale
+    set starts at the current instant: what :meth:`SimScaleSet._begin` queues."""
+
+    __slots__ = ("iid", "model", "updating")
+
+    def __init__(self, iid: str, model: ModelVersion, updating: bool) -> None:
+        self.iid = iid
+        self.model = model
+        self.updating = updating
+
+
+#: what :meth:`SimScaleSet._begin` starts: a job, or a SimPy process body (power)
+Operation = _Job | Callable[[int], Generator[Any, Any, None]]
 
 
 def placement(
@@ -145,33 +194,29 @@ class SimScaleSet:
         self.upgrade_mode = upgrade_mode
         self.etag = 1
         self.monitor: Monitor | None = None  # attached once the initial fleet exists
-        self.instances: dict[str, Instance] = {}
+        self.instances: dict[str, SimInstance] = {}
         self._cats: dict[str, tuple[int, int, int, int]] = {}
         self._op: dict[str, int] = {}  # operation generation: a newer operation supersedes
         self._created = 0
-        self._changed: dict[str, Instance] = {}
+        self._changed: dict[str, SimInstance] = {}
         self._deleted: list[str] = []
+        self._on_new_memo: dict[int, tuple[ModelVersion | None, bool]] = {}
+        #: jobs started at the current instant, run by one SimPy event (None: none open)
+        self._jobs: list[tuple[int, _Job]] | None = None
         self.changed: simpy.Event = env.event()
         self.counts = [0, 0, 0, 0]  # serving, upgrading, unhealthy, on new model
         #: every request the backend received, in order: (time, operation, ids)
         self.requests: list[tuple[float, str, tuple[str, ...]]] = []
         if fleet is None:
             for _ in range(instances):
-                self._add(Instance("", 0, 0, model=model))
+                self._add(_SUCCEEDED, _HEALTHY)
         else:
             # a live scale set's topology (plan): its ids and domains, on ``model``
             for inst in fleet:
-                self._op[inst.instance_id] = 0
-                self._set(
-                    inst.instance_id,
-                    Instance(
-                        inst.instance_id,
-                        inst.update_domain,
-                        inst.fault_domain,
-                        inst.zone,
-                        model=model,
-                    ),
-                )
+                iid = inst.instance_id
+                self._op[iid] = 0
+                ud, fd = inst.update_domain, inst.fault_domain
+                self._set(iid, self._new_instance(iid, ud, fd, inst.zone, model))
             numeric = [int(i.instance_id) for i in fleet if i.instance_id.isdigit()]
             self._created = max(numeric, default=-1) + 1
         if monitor is not None:
@@ -183,38 +228,50 @@ class SimScaleSet:
         s, u, h, n = self.counts
         return (self.env.now, s, u, h, n)
 
+    def _on_new(self, model: ModelVersion | None) -> bool:
+        """``model == self.new_model``, remembered per model object (comparing
+        two different image references folds their case every time)."""
+        if model is self.new_model:
+            return True
+        seen = self._on_new_memo.get(id(model))
+        if seen is None or seen[0] is not model:
+            seen = self._on_new_memo[id(model)] = (model, model == self.new_model)
+        return seen[1]
+
     def _category(self, inst: Instance) -> tuple[int, int, int, int]:
-        upgrading = inst.provisioning in (
-            ProvisioningState.UPDATING,
-            ProvisioningState.CREATING,
-        ) or (inst.provisioning is ProvisioningState.SUCCEEDED and inst.health is Health.UNKNOWN)
-        unhealthy = inst.provisioning is ProvisioningState.FAILED or inst.health is Health.UNHEALTHY
-        return (
-            int(inst.serving),
-            int(upgrading),
-            int(unhealthy),
-            int(inst.model == self.new_model),
+        prov = inst.provisioning
+        health = inst.health
+        serving = prov is _SUCCEEDED and health is _HEALTHY and inst.power is _RUNNING
+        upgrading = (
+            prov is _UPDATING or prov is _CREATING or (prov is _SUCCEEDED and health is _UNKNOWN)
         )
+        unhealthy = prov is _FAILED or health is _UNHEALTHY
+        return (int(serving), int(upgrading), int(unhealthy), int(self._on_new(inst.model)))
 
     def _set(self, iid: str, inst: Instance | None, wake: bool = True) -> None:
-        """Record a state change; ``wake=False`` queues it for the next poll
+        """Record a state change (the instance was changed in place, or is new,
+        or ``None``: deleted); ``wake=False`` queues it for the next poll
         without waking the driver (nothing the engine acts on)."""
-        before = self._cats.get(iid, _NONE)
+        cats = self._cats
+        before = cats.get(iid, _NONE)
         if inst is None:
             after = _NONE
             del self.instances[iid]
-            del self._cats[iid]
+            del cats[iid]
             self._changed.pop(iid, None)
             self._deleted.append(iid)
         else:
-            after = self._cats[iid] = self._category(inst)
-            self.instances[iid] = inst
-            self._changed[iid] = inst
+            after = cats[iid] = self._category(inst)
+            # always a SimInstance here; the annotation is the emulator's override's
+            self.instances[iid] = self._changed[iid] = cast(SimInstance, inst)
         if before != after:
-            for k in range(4):
-                self.counts[k] += after[k] - before[k]
+            counts = self.counts
+            counts[0] += after[0] - before[0]
+            counts[1] += after[1] - before[1]
+            counts[2] += after[2] - before[2]
+            counts[3] += after[3] - before[3]
             if self.monitor is not None:
-                self.monitor.change(self.row())
+                self.monitor.change((self.env.now, counts[0], counts[1], counts[2], counts[3]))
         if wake:
             self.notify()
 
@@ -223,14 +280,24 @@ class SimScaleSet:
         if not self.changed.triggered:
             self.changed.succeed()
 
-    def _add(self, template: Instance) -> str:
+    def _new_instance(
+        self,
+        iid: str,
+        ud: int,
+        fd: int,
+        zone: str,
+        model: ModelVersion,
+        provisioning: ProvisioningState = _SUCCEEDED,
+        health: Health = _HEALTHY,
+    ) -> SimInstance:
+        return SimInstance(iid, ud, fd, zone, model=model, provisioning=provisioning, health=health)
+
+    def _add(self, provisioning: ProvisioningState, health: Health) -> str:
         iid = str(self._created)
         ud, fd, zone = placement(self._created, self.update_domains, self.fault_domains, self.zones)
         self._created += 1
         self._op[iid] = 0
-        self._set(
-            iid, template.evolve(instance_id=iid, update_domain=ud, fault_domain=fd, zone=zone)
-        )
+        self._set(iid, self._new_instance(iid, ud, fd, zone, self.model, provisioning, health))
         return iid
 
     # ----------------------------------------------------------- backend API
@@ -253,8 +320,13 @@ class SimScaleSet:
             )
         self.model = model
         self.etag += 1
+        same: dict[int, bool] = {}  # id(an instance's model) -> it is ``model``
         for iid, inst in list(self.instances.items()):
-            self._set(iid, inst.evolve(latest_model_applied=inst.model == model))
+            applied = same.get(id(inst.model))
+            if applied is None:
+                applied = same[id(inst.model)] = inst.model == model
+            _put(inst, "latest_model_applied", applied)
+            self._set(iid, inst)
         if self.upgrade_mode is UpgradeMode.AUTOMATIC:
             # policy Automatic: the platform applies a model change to every
             # instance at once, whatever the rollout strategy would have done
@@ -276,16 +348,7 @@ class SimScaleSet:
     def add_instances(self, count: int) -> None:
         self.requests.append((self.env.now, "add", ()))
         for _ in range(count):
-            iid = self._add(
-                Instance(
-                    "",
-                    0,
-                    0,
-                    model=self.model,
-                    provisioning=ProvisioningState.CREATING,
-                    health=Health.UNKNOWN,
-                )
-            )
+            iid = self._add(_CREATING, _UNKNOWN)
             self._begin(iid, self._provision(iid, self.model))
 
     def delete_instances(self, instance_ids: Sequence[str]) -> None:
@@ -344,11 +407,14 @@ class SimScaleSet:
             inst = self.instances[iid]
             if inst.power is final and not restart:
                 return  # already there: nothing to do
-            self._set(iid, inst.evolve(power=transient))
+            _put(inst, "power", transient)
+            self._set(iid, inst)
             yield self.env.timeout(duration)
             if self._op.get(iid) != op:
                 return
-            self._set(iid, self.instances[iid].evolve(power=final))
+            inst = self.instances[iid]
+            _put(inst, "power", final)
+            self._set(iid, inst)
 
         return run
 
@@ -360,64 +426,82 @@ class SimScaleSet:
             self.changed = self.env.event()
         return obs
 
-    # ----------------------------------------------------------- processes
-    def _begin(self, iid: str, process: Callable[[int], Generator[Any, Any, None]]) -> None:
-        self._op[iid] += 1
-        self.env.process(process(self._op[iid]))
+    # ----------------------------------------------------------- operations
+    # An upgrade is two timeouts with callbacks, not a SimPy process: the
+    # instance is Updating when SimPy next runs (at this instant), Succeeded (or
+    # Failed) after a sampled upgrade time, and healthy or not after a sampled
+    # health delay. Jobs started at one instant share one urgent event, which
+    # runs where the first of their processes' start events used to, so every
+    # random draw happens in the same order as with one process per instance
+    # (the numbers for a seed did not change). Power operations stay processes.
 
-    def _upgrade(self, iid: str, model: ModelVersion) -> Callable[[int], Generator[Any, Any, None]]:
-        def run(op: int) -> Generator[Any, Any, None]:
-            if self._op.get(iid) != op:
-                return  # deleted (or superseded) before the process first ran
-            inst = self.instances[iid]
-            # the engine does not act on "Updating": queue it without a wake-up
-            self._set(
-                iid,
-                inst.evolve(provisioning=ProvisioningState.UPDATING, health=Health.UNKNOWN),
-                wake=False,
-            )
-            yield from self._provision(iid, model)(op)
+    def _begin(self, iid: str, operation: Operation) -> None:
+        op = self._op[iid] = self._op[iid] + 1
+        if not isinstance(operation, _Job):
+            self._jobs = None  # jobs begun after this process start after it
+            self.env.process(operation(op))
+            return
+        if self._jobs is None:
+            self._jobs = []
+            start = simpy.Event(self.env)
+            start._ok = True
+            start._value = None
+            start.callbacks.append(self._start_jobs)
+            self.env.schedule(start, URGENT)
+        self._jobs.append((op, operation))
 
-        return run
+    def _upgrade(self, iid: str, model: ModelVersion) -> _Job:
+        return _Job(iid, model, True)
 
-    def _provision(
-        self, iid: str, model: ModelVersion
-    ) -> Callable[[int], Generator[Any, Any, None]]:
-        def run(op: int) -> Generator[Any, Any, None]:
-            yield self.env.timeout(self.upgrade_time.sample(self.rng))
-            if self._op.get(iid) != op:
-                return
-            inst = self.instances[iid]
-            if self.rng.random() < self.upgrade_failure:
-                self._set(
-                    iid,
-                    inst.evolve(
-                        provisioning=ProvisioningState.FAILED,
-                        health=Health.UNKNOWN,
-                        model=model,
-                        latest_model_applied=model == self.model,
-                    ),
-                )
-                return
-            self._set(
-                iid,
-                inst.evolve(
-                    provisioning=ProvisioningState.SUCCEEDED,
-                    health=Health.UNKNOWN,
-                    power=PowerState.RUNNING,
-                    model=model,
-                    latest_model_applied=model == self.model,
-                ),
-            )
-            yield self.env.timeout(self.health_delay.sample(self.rng))
-            if self._op.get(iid) != op:
-                return
-            unhealthy = model in self.bad_models or self.rng.random() < self.unhealthy_after_upgrade
-            self._set(
-                iid,
-                self.instances[iid].evolve(
-                    health=Health.UNHEALTHY if unhealthy else Health.HEALTHY
-                ),
-            )
+    def _provision(self, iid: str, model: ModelVersion) -> _Job:
+        return _Job(iid, model, False)
 
-        return run
+    def _start_jobs(self, _: simpy.Event) -> None:
+        jobs, self._jobs = self._jobs or [], None
+        env, rng, sample, ops = self.env, self.rng, self.upgrade_time.sample, self._op
+        for op, job in jobs:
+            iid = job.iid
+            if job.updating:
+                if ops.get(iid) != op:
+                    continue  # deleted (or superseded) before the upgrade began
+                inst = self.instances[iid]
+                # the engine does not act on "Updating": queue it without a wake-up
+                _put(inst, "provisioning", _UPDATING)
+                _put(inst, "health", _UNKNOWN)
+                self._set(iid, inst, wake=False)
+            done = simpy.Timeout(env, sample(rng), (op, job))
+            done.callbacks.append(self._provisioned)
+
+    def _provisioned(self, event: simpy.Event) -> None:
+        op, job = event._value
+        iid = job.iid
+        if self._op.get(iid) != op:
+            return
+        inst = self.instances[iid]
+        model = job.model
+        if self.rng.random() < self.upgrade_failure:
+            _put(inst, "provisioning", _FAILED)
+            _put(inst, "health", _UNKNOWN)
+            _put(inst, "model", model)
+            _put(inst, "latest_model_applied", model == self.model)
+            self._set(iid, inst)
+            return
+        _put(inst, "provisioning", _SUCCEEDED)
+        _put(inst, "health", _UNKNOWN)
+        _put(inst, "power", _RUNNING)
+        _put(inst, "model", model)
+        _put(inst, "latest_model_applied", model is self.model or model == self.model)
+        self._set(iid, inst)
+        healthy = simpy.Timeout(self.env, self.health_delay.sample(self.rng), event._value)
+        healthy.callbacks.append(self._health_known)
+
+    def _health_known(self, event: simpy.Event) -> None:
+        op, job = event._value
+        iid = job.iid
+        if self._op.get(iid) != op:
+            return
+        model = job.model
+        unhealthy = model in self.bad_models or self.rng.random() < self.unhealthy_after_upgrade
+        inst = self.instances[iid]
+        _put(inst, "health", _UNHEALTHY if unhealthy else _HEALTHY)
+        self._set(iid, inst)
