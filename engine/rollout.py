@@ -86,6 +86,14 @@ class Resolution(StrEnum):
     GONE = "gone"
 
 
+_RESOLVED_EVENT = {
+    Resolution.DONE: EventKind.INSTANCE_HEALTHY,
+    Resolution.UNHEALTHY: EventKind.INSTANCE_UNHEALTHY,
+    Resolution.FAILED: EventKind.INSTANCE_FAILED,
+    Resolution.GONE: EventKind.INSTANCE_GONE,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     actions: tuple[Action, ...]
@@ -667,15 +675,9 @@ class Rollout:
         if how in (Resolution.UNHEALTHY, Resolution.FAILED):
             self._bad.add(watched)
             self._declared_bad.add(watched)
-        kind = {
-            Resolution.DONE: EventKind.INSTANCE_HEALTHY,
-            Resolution.UNHEALTHY: EventKind.INSTANCE_UNHEALTHY,
-            Resolution.FAILED: EventKind.INSTANCE_FAILED,
-            Resolution.GONE: EventKind.INSTANCE_GONE,
-        }[how]
         wave = self._wave_of.pop(owner, None)
         instances = (owner,) if watched == owner else (owner, watched)
-        self._emit(now, kind, instances, wave, detail)
+        self._emit(now, _RESOLVED_EVENT[how], instances, wave, detail)
         if watched != owner and how is Resolution.DONE:
             # surge: the replacement serves, so the old instance goes
             self._pending_actions.append(DeleteInstances((owner,)))
@@ -770,10 +772,11 @@ class Rollout:
                     actions.append(DeleteInstances(tuple(delete)))
             else:
                 self._finish(now)
-        wake = [next(iter(self._awaiting.values()))] if self._awaiting else []
-        if self.phase in (Phase.ROLLING, Phase.ROLLING_BACK) and self._not_before > now:
-            wake.append(self._not_before)
-        return Step(tuple(actions), min(wake) if wake else None)
+        wake_at = next(iter(self._awaiting.values())) if self._awaiting else None
+        paced = self._not_before > now and self.phase in (Phase.ROLLING, Phase.ROLLING_BACK)
+        if paced and (wake_at is None or self._not_before < wake_at):
+            wake_at = self._not_before
+        return Step(tuple(actions), wake_at)
 
     def _rollback_plan(self) -> tuple[list[str], list[str]]:
         """What a rollback must undo: (instances to bring back to the previous

@@ -128,11 +128,27 @@ class _Driver:
         self.etag = backend.read()[0].etag
         #: the earliest deadline a pending timer will wake us for
         self.next_timer = math.inf
+        #: when the engine asked to be woken at its last step (None: only on change)
+        self.wake_at: float | None = None
 
     def _timer_fired(self, event: simpy.Event) -> None:
         if event.value == self.next_timer:
             self.next_timer = math.inf
-        self.backend.notify()
+        wake_at = self.wake_at
+        if wake_at is not None and wake_at > self.env.now:
+            # a stale deadline (the instance it was for is healthy by now): the
+            # engine would wake for nothing, so wait for its current one instead
+            self._arm(wake_at)
+        elif wake_at is not None:
+            self.backend.notify()
+
+    def _arm(self, wake_at: float) -> None:
+        if wake_at < self.next_timer:
+            # an earlier pending timer would wake us too soon, which is harmless;
+            # a later one would wake us too late, so add this one
+            self.next_timer = wake_at
+            timer = self.env.timeout(max(0.0, wake_at - self.env.now), value=wake_at)
+            timer.callbacks.append(self._timer_fired)
 
     def wake(self) -> bool:
         """One observe/step/execute round; True once the rollout is finished."""
@@ -144,13 +160,9 @@ class _Driver:
         self.etag = execute(rollout, backend, step.actions, lambda: env.now, self.etag)
         if rollout.finished:
             return True
-        wake_at = step.wake_at
-        if wake_at is not None and wake_at < self.next_timer:
-            # an earlier pending timer would wake us too soon, which is harmless;
-            # a later one would wake us too late, so add this one
-            self.next_timer = wake_at
-            timer = env.timeout(max(0.0, wake_at - now), value=wake_at)
-            timer.callbacks.append(self._timer_fired)
+        self.wake_at = step.wake_at
+        if step.wake_at is not None:
+            self._arm(step.wake_at)
         return False
 
 

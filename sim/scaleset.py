@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, cast
 
 import simpy
-from simpy.events import URGENT
+from simpy.events import PENDING, URGENT
 
 from ..engine.backend import Observations
 from ..engine.errors import ConcurrencyError, InputError
@@ -131,7 +131,8 @@ class Monitor:
         now, serving = row[0], row[1]
         self._advance(now)
         self.serving = serving
-        self.min_serving = min(self.min_serving, serving)
+        if serving < self.min_serving:
+            self.min_serving = serving
         if self.record:
             if len(self.timeline) > 1 and self.timeline[-1][0] == now:
                 # several changes at one instant: keep the last (but always the start row)
@@ -142,11 +143,13 @@ class Monitor:
     def _advance(self, now: float) -> None:
         dt = now - self.last_time
         if dt > 0:
-            if self.serving == 0:
+            serving = self.serving
+            if serving == 0:
                 self.outage_s += dt
-            if self.serving < self.required:
+            if serving < self.required:
                 self.degraded_s += dt
-            self.capacity_loss += max(0, self.baseline - self.serving) * dt
+            if serving < self.baseline:
+                self.capacity_loss += (self.baseline - serving) * dt
             self.last_time = now
 
     def close(self, now: float) -> None:
@@ -238,16 +241,6 @@ class SimScaleSet:
             seen = self._on_new_memo[id(model)] = (model, model == self.new_model)
         return seen[1]
 
-    def _category(self, inst: Instance) -> tuple[int, int, int, int]:
-        prov = inst.provisioning
-        health = inst.health
-        serving = prov is _SUCCEEDED and health is _HEALTHY and inst.power is _RUNNING
-        upgrading = (
-            prov is _UPDATING or prov is _CREATING or (prov is _SUCCEEDED and health is _UNKNOWN)
-        )
-        unhealthy = prov is _FAILED or health is _UNHEALTHY
-        return (int(serving), int(upgrading), int(unhealthy), int(self._on_new(inst.model)))
-
     def _set(self, iid: str, inst: Instance | None, wake: bool = True) -> None:
         """Record a state change (the instance was changed in place, or is new,
         or ``None``: deleted); ``wake=False`` queues it for the next poll
@@ -261,7 +254,18 @@ class SimScaleSet:
             self._changed.pop(iid, None)
             self._deleted.append(iid)
         else:
-            after = cats[iid] = self._category(inst)
+            prov, health, model = inst.provisioning, inst.health, inst.model
+            after = cats[iid] = (
+                # serving, upgrading, unhealthy, on the new model
+                int(prov is _SUCCEEDED and health is _HEALTHY and inst.power is _RUNNING),
+                int(
+                    prov is _UPDATING
+                    or prov is _CREATING
+                    or (prov is _SUCCEEDED and health is _UNKNOWN)
+                ),
+                int(prov is _FAILED or health is _UNHEALTHY),
+                1 if model is self.new_model else int(self._on_new(model)),
+            )
             # always a SimInstance here; the annotation is the emulator's override's
             self.instances[iid] = self._changed[iid] = cast(SimInstance, inst)
         if before != after:
@@ -277,8 +281,9 @@ class SimScaleSet:
 
     def notify(self) -> None:
         """Wake whoever waits on :attr:`changed` (the driver)."""
-        if not self.changed.triggered:
-            self.changed.succeed()
+        changed = self.changed
+        if changed._value is PENDING:  # not triggered yet
+            changed.succeed()
 
     def _new_instance(
         self,
@@ -501,7 +506,8 @@ class SimScaleSet:
         if self._op.get(iid) != op:
             return
         model = job.model
-        unhealthy = model in self.bad_models or self.rng.random() < self.unhealthy_after_upgrade
+        bad = self.bad_models
+        unhealthy = (bad and model in bad) or self.rng.random() < self.unhealthy_after_upgrade
         inst = self.instances[iid]
         _put(inst, "health", _UNHEALTHY if unhealthy else _HEALTHY)
         self._set(iid, inst)
