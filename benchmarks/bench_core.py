@@ -23,11 +23,8 @@ from typing import Any
 
 import simpy
 
-from vmss_rollout.engine.rollout import Rollout
-from vmss_rollout.sim.runner import build, simulate_rollout
-from vmss_rollout.sim.scaleset import CURRENT_MODEL, TARGET_MODEL
+from vmss_rollout.sim.runner import simulate as run_simulation
 from vmss_rollout.sim.scenario import default_scenario
-from vmss_rollout.strategies.registry import make
 
 #: CPU seconds of this process: other processes sharing the cores (CI, other
 #: jobs) do not count, so ratios hold on a busy machine
@@ -35,16 +32,12 @@ clock = time.process_time
 
 
 def simulate(instances: int, spec: str) -> tuple[float, int]:
-    """CPU seconds and SimPy events for one rollout of ``instances``."""
+    """CPU seconds and SimPy events for one rollout of ``instances`` (building
+    the scale set and the engine included), as ``run_once`` runs it."""
     scenario = dataclasses.replace(default_scenario(), instances=instances)
     gc.collect()  # the previous measurement's garbage is not this one's cost
     start = clock()
-    env, scale_set = build(scenario, seed=1)
-    _, fleet = scale_set.read()
-    rollout = Rollout(
-        CURRENT_MODEL, TARGET_MODEL, fleet, make(spec), scenario.engine, keep_events=False
-    )
-    simulate_rollout(env, rollout, scale_set)
+    env, _, rollout = run_simulation(scenario, spec, seed=1)
     elapsed = clock() - start
     assert rollout.outcome().upgraded == instances, rollout.outcome()
     return elapsed, next(env._eid)  # SimPy's event id counter: events scheduled so far

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..strategies.base import DOMAIN_KINDS, DomainKind, InstanceInfo, Strategy
+from ..strategies.base import DomainKind, InstanceInfo, Strategy
 from .errors import InputError
 from .events import (
     Action,
@@ -208,43 +208,54 @@ def _awaiting_health(inst: Instance, target: ModelVersion) -> bool:
     """On the target (upgraded by a run that was killed) but its health not
     reported yet: followed until healthy, or unhealthy at the health timeout,
     never asked again."""
-    return runs(inst, target) and inst.health is Health.UNKNOWN and inst.power is PowerState.RUNNING
+    return inst.health is Health.UNKNOWN and inst.power is PowerState.RUNNING and runs(inst, target)
 
 
 class _Index:
-    """Ordered pending instances of a phase, indexed by every domain kind.
+    """Ordered pending instances of a phase, indexed by domain kind on demand.
 
     OrderedDict, not dict: strategies take from the front while the engine
     deletes from it, and a plain dict keeps deleted slots that every
     ``next(iter(d))`` walks over again (O(n) each, so a rollout turned
     quadratic); OrderedDict's linked list finds the first live key in O(1).
+
+    A kind's index is built the first time a strategy asks for it (most ask
+    for none: one-at-a-time, batch, window and surge take from ``pending``),
+    from ``pending`` in its order, which is the order keeping it up to date
+    from the start would give; then it is kept up to date. Five indexes kept
+    for every instance cost most of a large fleet's memory (issue 13).
     """
 
     def __init__(self, infos: Iterable[InstanceInfo]) -> None:
-        self.pending: OrderedDict[str, InstanceInfo] = OrderedDict()
-        self.by: dict[DomainKind, dict[Any, OrderedDict[str, InstanceInfo]]] = {
-            k: {} for k in DOMAIN_KINDS
-        }
-        for info in sorted(infos, key=lambda i: instance_sort_key(i.instance_id)):
-            self.pending[info.instance_id] = info
-            for kind in DOMAIN_KINDS:
-                bucket = self.by[kind].setdefault(info.domain(kind), OrderedDict())
-                bucket[info.instance_id] = info
+        ordered = sorted(infos, key=lambda i: instance_sort_key(i.instance_id))
+        self.pending: OrderedDict[str, InstanceInfo] = OrderedDict(
+            (info.instance_id, info) for info in ordered
+        )
+        self._by: dict[DomainKind, dict[Any, OrderedDict[str, InstanceInfo]]] = {}
+
+    def by(self, kind: DomainKind) -> dict[Any, OrderedDict[str, InstanceInfo]]:
+        """Pending instances by ``kind``'s value, each bucket in pending order."""
+        index = self._by.get(kind)
+        if index is None:
+            index = self._by[kind] = {}
+            for iid, info in self.pending.items():
+                index.setdefault(info.domain(kind), OrderedDict())[iid] = info
+        return index
 
     def add(self, info: InstanceInfo) -> None:
         """Back in line (at the end)."""
         self.pending[info.instance_id] = info
-        for kind in DOMAIN_KINDS:
-            self.by[kind].setdefault(info.domain(kind), OrderedDict())[info.instance_id] = info
+        for kind, index in self._by.items():
+            index.setdefault(info.domain(kind), OrderedDict())[info.instance_id] = info
 
     def remove(self, instance_id: str) -> InstanceInfo:
         info = self.pending.pop(instance_id)
-        for kind in DOMAIN_KINDS:
-            bucket = self.by[kind]
+        for kind, index in self._by.items():
             value = info.domain(kind)
-            del bucket[value][instance_id]
-            if not bucket[value]:
-                del bucket[value]
+            bucket = index[value]
+            del bucket[instance_id]
+            if not bucket:
+                del index[value]
         return info
 
 
@@ -279,10 +290,10 @@ class PhaseView:
         return self._index.pending
 
     def pending_in(self, kind: DomainKind, value: Any) -> Mapping[str, InstanceInfo]:
-        return self._index.by[kind].get(value, {})
+        return self._index.by(kind).get(value, {})
 
     def pending_domains(self, kind: DomainKind) -> list[Any]:
-        return sorted(self._index.by[kind])
+        return sorted(self._index.by(kind))
 
     def in_flight_domains(self, kind: DomainKind) -> set[Any]:
         return {info.domain(kind) for info in self.in_flight.values()}

@@ -23,6 +23,7 @@ from ..engine.backend import execute
 from ..engine.events import Event, EventKind
 from ..engine.model import Instance, UpgradeMode
 from ..engine.rollout import Rollout
+from ..strategies.base import Strategy
 from ..strategies.registry import make
 from .scaleset import CURRENT_MODEL, TARGET_MODEL, Monitor, SimScaleSet, TimelineRow
 from .scenario import Scenario
@@ -195,6 +196,50 @@ def simulate_rollout(env: simpy.Environment, rollout: Rollout, scale_set: SimSca
             env.run(until=done)
 
 
+#: strategies that cannot change, by spec: built once per process
+_SHARED_STRATEGIES: dict[str, Strategy] = {}
+
+
+def _strategy(spec: str) -> Strategy:
+    """``make(spec)``, built once per process when the strategy cannot change
+    (a frozen dataclass, as every built-in one): making one reads the installed
+    packages' entry points and metadata, about a millisecond, more than a
+    20-instance run costs. Other strategies are built afresh for each run."""
+    strategy = _SHARED_STRATEGIES.get(spec)
+    if strategy is None:
+        strategy = make(spec)
+        params = getattr(type(strategy), "__dataclass_params__", None)
+        if params is not None and params.frozen:
+            _SHARED_STRATEGIES[spec] = strategy
+    return strategy
+
+
+def simulate(
+    scenario: Scenario,
+    strategy: str,
+    seed: int,
+    *,
+    record: bool = False,
+    fleet: Sequence[Instance] | None = None,
+) -> tuple[simpy.Environment, SimScaleSet, Rollout]:
+    """Build the scale set and the rollout and run it to the end (the
+    collector paused throughout: building a large fleet is most of what it
+    would scan)."""
+    with _gc_paused():
+        env, scale_set = build(scenario, seed, record, fleet)
+        _, instances = scale_set.read()
+        rollout = Rollout(
+            CURRENT_MODEL,
+            TARGET_MODEL,
+            instances,
+            _strategy(strategy),
+            scenario.engine,
+            keep_events=record,
+        )
+        simulate_rollout(env, rollout, scale_set)
+    return env, scale_set, rollout
+
+
 def run_once(
     scenario: Scenario,
     strategy: str,
@@ -206,17 +251,7 @@ def run_once(
     """One simulated rollout. ``record`` keeps the timeline, events and request
     log; ``fleet`` replaces the scenario's round-robin topology with given
     instances' ids and domains (a live scale set's, for ``plan``)."""
-    env, scale_set = build(scenario, seed, record, fleet)
-    _, instances = scale_set.read()
-    rollout = Rollout(
-        CURRENT_MODEL,
-        TARGET_MODEL,
-        instances,
-        make(strategy),
-        scenario.engine,
-        keep_events=record,
-    )
-    simulate_rollout(env, rollout, scale_set)
+    env, scale_set, rollout = simulate(scenario, strategy, seed, record=record, fleet=fleet)
     assert scale_set.monitor is not None
     monitor = scale_set.monitor
     monitor.close(env.now)

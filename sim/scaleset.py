@@ -40,7 +40,10 @@ TARGET_MODEL = ModelVersion(ImageReference("Canonical", "ubuntu-24_04-lts", "ser
 
 #: one timeline row: (time, serving, upgrading, unhealthy, on the new model)
 TimelineRow = tuple[float, int, int, int, int]
-_NONE = (0, 0, 0, 0)
+#: an instance's category, one bit each: serving, upgrading, unhealthy, on the
+#: new model (a small int: nothing allocated per change), and its counts
+_SERVING, _UPGRADING, _BAD, _NEW = 1, 2, 4, 8
+_COUNTS = tuple(tuple(int(bool(c & bit)) for bit in (1, 2, 4, 8)) for c in range(16))
 
 _SUCCEEDED = ProvisioningState.SUCCEEDED
 _FAILED = ProvisioningState.FAILED
@@ -198,7 +201,7 @@ class SimScaleSet:
         self.etag = 1
         self.monitor: Monitor | None = None  # attached once the initial fleet exists
         self.instances: dict[str, SimInstance] = {}
-        self._cats: dict[str, tuple[int, int, int, int]] = {}
+        self._cats: dict[str, int] = {}  # instance id -> category bits
         self._op: dict[str, int] = {}  # operation generation: a newer operation supersedes
         self._created = 0
         self._changed: dict[str, SimInstance] = {}
@@ -246,34 +249,37 @@ class SimScaleSet:
         or ``None``: deleted); ``wake=False`` queues it for the next poll
         without waking the driver (nothing the engine acts on)."""
         cats = self._cats
-        before = cats.get(iid, _NONE)
+        before = cats.get(iid, 0)
         if inst is None:
-            after = _NONE
+            after = 0
             del self.instances[iid]
             del cats[iid]
             self._changed.pop(iid, None)
             self._deleted.append(iid)
         else:
             prov, health, model = inst.provisioning, inst.health, inst.model
-            after = cats[iid] = (
-                # serving, upgrading, unhealthy, on the new model
-                int(prov is _SUCCEEDED and health is _HEALTHY and inst.power is _RUNNING),
-                int(
-                    prov is _UPDATING
-                    or prov is _CREATING
-                    or (prov is _SUCCEEDED and health is _UNKNOWN)
-                ),
-                int(prov is _FAILED or health is _UNHEALTHY),
-                1 if model is self.new_model else int(self._on_new(model)),
-            )
+            after = 0
+            if prov is _SUCCEEDED:
+                if health is _HEALTHY:
+                    if inst.power is _RUNNING:
+                        after = _SERVING
+                elif health is _UNKNOWN:
+                    after = _UPGRADING
+            elif prov is _UPDATING or prov is _CREATING:
+                after = _UPGRADING
+            if prov is _FAILED or health is _UNHEALTHY:
+                after |= _BAD
+            if model is self.new_model or self._on_new(model):
+                after |= _NEW
+            cats[iid] = after
             # always a SimInstance here; the annotation is the emulator's override's
             self.instances[iid] = self._changed[iid] = cast(SimInstance, inst)
         if before != after:
-            counts = self.counts
-            counts[0] += after[0] - before[0]
-            counts[1] += after[1] - before[1]
-            counts[2] += after[2] - before[2]
-            counts[3] += after[3] - before[3]
+            old, new, counts = _COUNTS[before], _COUNTS[after], self.counts
+            counts[0] += new[0] - old[0]
+            counts[1] += new[1] - old[1]
+            counts[2] += new[2] - old[2]
+            counts[3] += new[3] - old[3]
             if self.monitor is not None:
                 self.monitor.change((self.env.now, counts[0], counts[1], counts[2], counts[3]))
         if wake:
