@@ -15,9 +15,7 @@ import random
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
-
-import simpy
+from typing import TYPE_CHECKING, Any
 
 from ..engine.backend import execute
 from ..engine.events import Event, EventKind
@@ -27,6 +25,9 @@ from ..strategies.base import Strategy
 from ..strategies.registry import make
 from .scaleset import CURRENT_MODEL, TARGET_MODEL, Monitor, SimScaleSet, TimelineRow
 from .scenario import Scenario
+
+if TYPE_CHECKING:
+    import simpy
 
 METRICS = (
     "duration_s",
@@ -93,6 +94,8 @@ def build(
     scenario: Scenario, seed: int, record: bool = False, fleet: Sequence[Instance] | None = None
 ) -> tuple[simpy.Environment, SimScaleSet]:
     """A fresh environment and scale set for ``scenario``."""
+    import simpy  # here, not at the top: ``vmss-rollout --help`` does not need it
+
     env = simpy.Environment()
     monitor = Monitor(required=scenario.required_serving(), record=record)
     scale_set = SimScaleSet(

@@ -16,10 +16,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, cast
-
-import simpy
-from simpy.events import PENDING, URGENT
+from typing import TYPE_CHECKING, Any, cast
 
 from ..engine.backend import Observations
 from ..engine.errors import ConcurrencyError, InputError
@@ -34,6 +31,9 @@ from ..engine.model import (
     UpgradeMode,
 )
 from .distributions import Distribution
+
+if TYPE_CHECKING:  # simpy is imported when a scale set is built, not for ``--help``
+    import simpy
 
 CURRENT_MODEL = ModelVersion(ImageReference("Canonical", "ubuntu-24_04-lts", "server", "1.0.0"))
 TARGET_MODEL = ModelVersion(ImageReference("Canonical", "ubuntu-24_04-lts", "server", "2.0.0"))
@@ -184,7 +184,12 @@ class SimScaleSet:
         name: str = "sim",
         fleet: Sequence[Instance] | None = None,
     ) -> None:
+        from simpy.events import PENDING, URGENT, Timeout
+
         self.env = env
+        self._pending = PENDING  # an event's value until it is triggered
+        self._urgent = URGENT
+        self._timeout = Timeout
         self.rng = rng
         self.name = name
         self.update_domains = update_domains
@@ -288,7 +293,7 @@ class SimScaleSet:
     def notify(self) -> None:
         """Wake whoever waits on :attr:`changed` (the driver)."""
         changed = self.changed
-        if changed._value is PENDING:  # not triggered yet
+        if changed._value is self._pending:  # not triggered yet
             changed.succeed()
 
     def _new_instance(
@@ -454,11 +459,11 @@ class SimScaleSet:
             return
         if self._jobs is None:
             self._jobs = []
-            start = simpy.Event(self.env)
+            start = self.env.event()
             start._ok = True
             start._value = None
             start.callbacks.append(self._start_jobs)
-            self.env.schedule(start, URGENT)
+            self.env.schedule(start, self._urgent)
         self._jobs.append((op, operation))
 
     def _upgrade(self, iid: str, model: ModelVersion) -> _Job:
@@ -480,7 +485,7 @@ class SimScaleSet:
                 _put(inst, "provisioning", _UPDATING)
                 _put(inst, "health", _UNKNOWN)
                 self._set(iid, inst, wake=False)
-            done = simpy.Timeout(env, sample(rng), (op, job))
+            done = self._timeout(env, sample(rng), (op, job))
             done.callbacks.append(self._provisioned)
 
     def _provisioned(self, event: simpy.Event) -> None:
@@ -503,7 +508,7 @@ class SimScaleSet:
         _put(inst, "model", model)
         _put(inst, "latest_model_applied", model is self.model or model == self.model)
         self._set(iid, inst)
-        healthy = simpy.Timeout(self.env, self.health_delay.sample(self.rng), event._value)
+        healthy = self._timeout(self.env, self.health_delay.sample(self.rng), event._value)
         healthy.callbacks.append(self._health_known)
 
     def _health_known(self, event: simpy.Event) -> None:
