@@ -853,10 +853,11 @@ class Rollout:
             if self.options.bake > 0:
                 return None
             stop = self._stops[0] if self._stops else None
-        if not view.pending:
+        pending = view.pending
+        if not pending:
             return None
-        wave = [i for i in self.strategy.next_wave(view) if i in view.pending]
-        wave = list(dict.fromkeys(wave))
+        chosen = self.strategy.next_wave(view)
+        wave = list(dict.fromkeys(i for i in chosen if i in pending)) if chosen else []
         if stop is not None:
             wave = wave[: max(0, stop - view.started)]
         if not wave:

@@ -161,7 +161,8 @@ class _Driver:
         obs = backend.poll()
         rollout.observe(now, obs.changed, obs.deleted)
         step = rollout.step(now)
-        self.etag = execute(rollout, backend, step.actions, lambda: env.now, self.etag)
+        if step.actions:
+            self.etag = execute(rollout, backend, step.actions, lambda: env.now, self.etag)
         if rollout.finished:
             return True
         self.wake_at = step.wake_at
