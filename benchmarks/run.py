@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_core import STRATEGIES, ratio_row
+from bench_core import BARE_PER_INSTANCE, STRATEGIES, bare_concurrent, ratio_row
 
 from vmss_rollout.sim.parallel import run_study
 from vmss_rollout.sim.runner import summarize
@@ -118,8 +118,11 @@ def memory(sizes: list[int], spec: str = "window") -> None:
         f"2. one {spec} rollout, each in a fresh process (goal: linear, under 1 GB at "
         f"{sizes[-1]:,})"
     )
-    print(f"{'instances':>10}{'cpu s':>9}{'us/inst':>9}{'x smallest':>11}{'peak MB':>9}")
-    first = None
+    print(
+        f"{'instances':>10}{'cpu s':>9}{'us/inst':>9}{'x smallest':>11}{'peak MB':>9}"
+        f"{'bare us/timeout':>17}{'x smallest':>11}"
+    )
+    first = bare_first = None
     for n in sizes:
         code = _MEMORY_CHILD.format(here=HERE, n=n, spec=spec)
         out = subprocess.run(
@@ -128,7 +131,14 @@ def memory(sizes: list[int], spec: str = "window") -> None:
         cpu, peak_kb = float(out[0]), int(out[2])
         per = cpu / n * 1e6
         first = per if first is None else first
-        print(f"{n:>10}{cpu:>9.2f}{per:>9.1f}{per / first:>11.2f}{peak_kb / 1024:>9.0f}")
+        # SimPy alone with as many timeouts pending (window: 20% in flight)
+        bare_per = bare_concurrent(max(1, n // 5), BARE_PER_INSTANCE * n)
+        bare_first = bare_per if bare_first is None else bare_first
+        print(
+            f"{n:>10}{cpu:>9.2f}{per:>9.1f}{per / first:>11.2f}{peak_kb / 1024:>9.0f}"
+            f"{bare_per:>17.2f}{bare_per / bare_first:>11.2f}",
+            flush=True,
+        )
     print(f"peak memory at {sizes[-1]:,}: {goal(peak_kb * 1024 < 1024 * MB)}")
 
 

@@ -337,12 +337,20 @@ class SimScaleSet:
         self.model = model
         self.etag += 1
         same: dict[int, bool] = {}  # id(an instance's model) -> it is ``model``
+        # only latestModelApplied changes, which no count depends on: record the
+        # change directly, unless a subclass (the emulator) hooks every change
+        hooked = type(self)._set is not SimScaleSet._set
         for iid, inst in list(self.instances.items()):
             applied = same.get(id(inst.model))
             if applied is None:
                 applied = same[id(inst.model)] = inst.model == model
             _put(inst, "latest_model_applied", applied)
-            self._set(iid, inst)
+            if hooked:
+                self._set(iid, inst)
+            else:
+                self._changed[iid] = inst
+        if not hooked and self.instances:
+            self.notify()
         if self.upgrade_mode is UpgradeMode.AUTOMATIC:
             # policy Automatic: the platform applies a model change to every
             # instance at once, whatever the rollout strategy would have done
