@@ -27,18 +27,19 @@ from __future__ import annotations
 
 import importlib
 import math
-import multiprocessing
 import os
 import signal
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..engine.errors import InputError
 from ..engine.model import Instance
 from .runner import RunResult, derive_seed, run_once
 from .scenario import Scenario
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 __all__ = [
     "CHUNKS_PER_SLOT",
@@ -244,6 +245,10 @@ def _run_on_pool(workers: int, studies: Sequence[Study], collect: _Collect) -> N
         return
     # spawn: the same behaviour on every OS, and safe with threads in this
     # process (rich's progress bar refreshes from one)
+    # imported here: the CLI's start-up (``--help``) does not need them
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
     context = multiprocessing.get_context("spawn")
     executor = ProcessPoolExecutor(
         max_workers=min(workers, len(chunks)), mp_context=context, initializer=_worker_init
