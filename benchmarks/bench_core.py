@@ -97,6 +97,7 @@ def ratio_row(spec: str, n: int, repeat: int) -> tuple[float, int, float]:
     """(best wall s of the rollout, its SimPy events, best wall s of the bare loop),
     interleaved so that both see the same machine load."""
     walls, bares, events = [], [], 0
+    simulate(10, spec)  # warm-up: imports (simpy is imported by the first build) and caches
     for _ in range(repeat):
         wall, events = simulate(n, spec)
         walls.append(wall)
