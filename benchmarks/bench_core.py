@@ -94,7 +94,7 @@ BARE_PER_INSTANCE = 4
 
 
 def ratio_row(spec: str, n: int, repeat: int) -> tuple[float, int, float]:
-    """(best wall s of the rollout, its SimPy events, best wall s of the bare loop),
+    """(best CPU s of the rollout, its SimPy events, best CPU s of the bare loop),
     interleaved so that both see the same machine load."""
     walls, bares, events = [], [], 0
     simulate(10, spec)  # warm-up: imports (simpy is imported by the first build) and caches
@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="best of N")
     args = parser.parse_args()
     print(
-        f"{'strategy':<16}{'instances':>10}{'wall s':>10}{'events':>10}"
+        f"{'strategy':<16}{'instances':>10}{'cpu s':>10}{'events':>10}"
         f"{'bare s':>10}{'ratio':>8}{'us/inst':>10}"
     )
     for spec in args.strategies.split(","):
