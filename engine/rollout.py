@@ -40,7 +40,6 @@ unhealthy.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -48,7 +47,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..strategies.base import DOMAIN_KINDS, DomainKind, InstanceInfo, Strategy
+from ..strategies.base import DomainKind, InstanceInfo, Strategy
 from .errors import InputError
 from .events import (
     Action,
@@ -85,6 +84,14 @@ class Resolution(StrEnum):
     UNHEALTHY = "unhealthy"
     FAILED = "failed"
     GONE = "gone"
+
+
+_RESOLVED_EVENT = {
+    Resolution.DONE: EventKind.INSTANCE_HEALTHY,
+    Resolution.UNHEALTHY: EventKind.INSTANCE_UNHEALTHY,
+    Resolution.FAILED: EventKind.INSTANCE_FAILED,
+    Resolution.GONE: EventKind.INSTANCE_GONE,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,43 +208,54 @@ def _awaiting_health(inst: Instance, target: ModelVersion) -> bool:
     """On the target (upgraded by a run that was killed) but its health not
     reported yet: followed until healthy, or unhealthy at the health timeout,
     never asked again."""
-    return runs(inst, target) and inst.health is Health.UNKNOWN and inst.power is PowerState.RUNNING
+    return inst.health is Health.UNKNOWN and inst.power is PowerState.RUNNING and runs(inst, target)
 
 
 class _Index:
-    """Ordered pending instances of a phase, indexed by every domain kind.
+    """Ordered pending instances of a phase, indexed by domain kind on demand.
 
     OrderedDict, not dict: strategies take from the front while the engine
     deletes from it, and a plain dict keeps deleted slots that every
     ``next(iter(d))`` walks over again (O(n) each, so a rollout turned
     quadratic); OrderedDict's linked list finds the first live key in O(1).
+
+    A kind's index is built the first time a strategy asks for it (most ask
+    for none: one-at-a-time, batch, window and surge take from ``pending``),
+    from ``pending`` in its order, which is the order keeping it up to date
+    from the start would give; then it is kept up to date. Five indexes kept
+    for every instance cost most of a large fleet's memory (issue 13).
     """
 
     def __init__(self, infos: Iterable[InstanceInfo]) -> None:
-        self.pending: OrderedDict[str, InstanceInfo] = OrderedDict()
-        self.by: dict[DomainKind, dict[Any, OrderedDict[str, InstanceInfo]]] = {
-            k: {} for k in DOMAIN_KINDS
-        }
-        for info in sorted(infos, key=lambda i: instance_sort_key(i.instance_id)):
-            self.pending[info.instance_id] = info
-            for kind in DOMAIN_KINDS:
-                bucket = self.by[kind].setdefault(info.domain(kind), OrderedDict())
-                bucket[info.instance_id] = info
+        ordered = sorted(infos, key=lambda i: instance_sort_key(i.instance_id))
+        self.pending: OrderedDict[str, InstanceInfo] = OrderedDict(
+            (info.instance_id, info) for info in ordered
+        )
+        self._by: dict[DomainKind, dict[Any, OrderedDict[str, InstanceInfo]]] = {}
+
+    def by(self, kind: DomainKind) -> dict[Any, OrderedDict[str, InstanceInfo]]:
+        """Pending instances by ``kind``'s value, each bucket in pending order."""
+        index = self._by.get(kind)
+        if index is None:
+            index = self._by[kind] = {}
+            for iid, info in self.pending.items():
+                index.setdefault(info.domain(kind), OrderedDict())[iid] = info
+        return index
 
     def add(self, info: InstanceInfo) -> None:
         """Back in line (at the end)."""
         self.pending[info.instance_id] = info
-        for kind in DOMAIN_KINDS:
-            self.by[kind].setdefault(info.domain(kind), OrderedDict())[info.instance_id] = info
+        for kind, index in self._by.items():
+            index.setdefault(info.domain(kind), OrderedDict())[info.instance_id] = info
 
     def remove(self, instance_id: str) -> InstanceInfo:
         info = self.pending.pop(instance_id)
-        for kind in DOMAIN_KINDS:
-            bucket = self.by[kind]
+        for kind, index in self._by.items():
             value = info.domain(kind)
-            del bucket[value][instance_id]
-            if not bucket[value]:
-                del bucket[value]
+            bucket = index[value]
+            del bucket[instance_id]
+            if not bucket:
+                del index[value]
         return info
 
 
@@ -272,10 +290,10 @@ class PhaseView:
         return self._index.pending
 
     def pending_in(self, kind: DomainKind, value: Any) -> Mapping[str, InstanceInfo]:
-        return self._index.by[kind].get(value, {})
+        return self._index.by(kind).get(value, {})
 
     def pending_domains(self, kind: DomainKind) -> list[Any]:
-        return sorted(self._index.by[kind])
+        return sorted(self._index.by(kind))
 
     def in_flight_domains(self, kind: DomainKind) -> set[Any]:
         return {info.domain(kind) for info in self.in_flight.values()}
@@ -336,6 +354,8 @@ class Rollout:
         self._listener = listener
         self._keep = keep_events
         self.fleet: dict[str, Instance] = {i.instance_id: i for i in instances}
+        #: (id(model), id(other)) -> (model, other, equal): see _same_model
+        self._model_memo: dict[tuple[int, int], tuple[ModelVersion | None, ModelVersion, bool]] = {}
         self._bad: set[str] = {i for i, inst in self.fleet.items() if is_bad(inst)}
         self._declared_bad: set[str] = set()
         self.phase = Phase.INIT
@@ -357,7 +377,7 @@ class Rollout:
             InstanceInfo(i.instance_id, i.update_domain, i.fault_domain, i.zone, i.serving)
             for i in self.fleet.values()
             if scope.covers(i.instance_id, i.update_domain, i.fault_domain, i.zone)
-            and (not runs(i, target) or _awaiting_health(i, target))
+            and (not self._on_target(i) or _awaiting_health(i, target))
             and i.instance_id not in leaving
             and i.instance_id not in surge_found.values()
         ]
@@ -368,8 +388,11 @@ class Rollout:
         self._surge_waiting: deque[str] = deque()  # scope ids waiting for their new instance
         self._surge_new: dict[str, str] = {}  # scope id in flight -> its new instance id
         self._created: dict[str, str] = {}  # scope id -> the instance surge created for it
-        self._deadlines: list[tuple[float, str]] = []  # (health deadline, scope id), lazy heap
-        self._awaiting: dict[str, float] = {}
+        #: scope id -> its health deadline, for instances upgraded and not healthy
+        #: yet. Deadlines are ``now + health_timeout`` and ``now`` never goes back,
+        #: so insertion order is deadline order: the first entry is the earliest
+        #: (OrderedDict: O(1) to find it after deletions at the front, see _Index)
+        self._awaiting: OrderedDict[str, float] = OrderedDict()
         self._wave_of: dict[str, int] = {}
         self._wave_left: dict[int, int] = {}
         self._wave_no = 0
@@ -632,11 +655,24 @@ class Rollout:
             elif owner not in self._awaiting:
                 deadline = now + self.options.health_timeout
                 self._awaiting[owner] = deadline
-                heapq.heappush(self._deadlines, (deadline, owner))
                 self._emit(now, EventKind.INSTANCE_UPGRADED, (owner,), self._wave_of.get(owner))
 
     def _on_target(self, inst: Instance) -> bool:
-        return runs(inst, self.target_now)
+        """:func:`runs` on the current phase's target, with the model comparison
+        remembered per pair of model objects (two different image references
+        compare by folding the case of every name, each time)."""
+        if inst.provisioning is ProvisioningState.FAILED:
+            return False
+        return self._same_model(inst.model, self.target_now)
+
+    def _same_model(self, model: ModelVersion | None, other: ModelVersion) -> bool:
+        if model is other:
+            return True
+        key = (id(model), id(other))
+        seen = self._model_memo.get(key)
+        if seen is None or seen[0] is not model or seen[1] is not other:
+            seen = self._model_memo[key] = (model, other, model == other)
+        return seen[2]
 
     def _resolve(self, now: float, owner: str, how: Resolution, detail: str = "") -> None:
         if owner not in self.view.in_flight:
@@ -650,15 +686,9 @@ class Rollout:
         if how in (Resolution.UNHEALTHY, Resolution.FAILED):
             self._bad.add(watched)
             self._declared_bad.add(watched)
-        kind = {
-            Resolution.DONE: EventKind.INSTANCE_HEALTHY,
-            Resolution.UNHEALTHY: EventKind.INSTANCE_UNHEALTHY,
-            Resolution.FAILED: EventKind.INSTANCE_FAILED,
-            Resolution.GONE: EventKind.INSTANCE_GONE,
-        }[how]
         wave = self._wave_of.pop(owner, None)
         instances = (owner,) if watched == owner else (owner, watched)
-        self._emit(now, kind, instances, wave, detail)
+        self._emit(now, _RESOLVED_EVENT[how], instances, wave, detail)
         if watched != owner and how is Resolution.DONE:
             # surge: the replacement serves, so the old instance goes
             self._pending_actions.append(DeleteInstances((owner,)))
@@ -753,10 +783,11 @@ class Rollout:
                     actions.append(DeleteInstances(tuple(delete)))
             else:
                 self._finish(now)
-        wake = [d for d, owner in self._deadlines[:1]]
-        if self.phase in (Phase.ROLLING, Phase.ROLLING_BACK) and self._not_before > now:
-            wake.append(self._not_before)
-        return Step(tuple(actions), min(wake) if wake else None)
+        wake_at = next(iter(self._awaiting.values())) if self._awaiting else None
+        paced = self._not_before > now and self.phase in (Phase.ROLLING, Phase.ROLLING_BACK)
+        if paced and (wake_at is None or self._not_before < wake_at):
+            wake_at = self._not_before
+        return Step(tuple(actions), wake_at)
 
     def _rollback_plan(self) -> tuple[list[str], list[str]]:
         """What a rollback must undo: (instances to bring back to the previous
@@ -781,9 +812,16 @@ class Rollout:
         return InstanceInfo(iid, inst.update_domain, inst.fault_domain, inst.zone, inst.serving)
 
     def _expire_health(self, now: float) -> None:
-        while self._deadlines and self._deadlines[0][0] <= now:
-            deadline, owner = heapq.heappop(self._deadlines)
-            if self._awaiting.get(owner) == deadline:
+        awaiting = self._awaiting
+        if not awaiting or next(iter(awaiting.values())) > now:
+            return
+        due = []
+        for owner, deadline in awaiting.items():
+            if deadline > now:
+                break
+            due.append((deadline, owner))
+        for _, owner in sorted(due):  # ties in id order, as ever
+            if owner in awaiting:
                 self._resolve(
                     now,
                     owner,
@@ -815,10 +853,11 @@ class Rollout:
             if self.options.bake > 0:
                 return None
             stop = self._stops[0] if self._stops else None
-        if not view.pending:
+        pending = view.pending
+        if not pending:
             return None
-        wave = [i for i in self.strategy.next_wave(view) if i in view.pending]
-        wave = list(dict.fromkeys(wave))
+        chosen = self.strategy.next_wave(view)
+        wave = list(dict.fromkeys(i for i in chosen if i in pending)) if chosen else []
         if stop is not None:
             wave = wave[: max(0, stop - view.started)]
         if not wave:

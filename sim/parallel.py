@@ -27,18 +27,19 @@ from __future__ import annotations
 
 import importlib
 import math
-import multiprocessing
 import os
 import signal
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..engine.errors import InputError
 from ..engine.model import Instance
 from .runner import RunResult, check_topology, derive_seed, run_once
 from .scenario import Scenario
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 __all__ = [
     "CHUNKS_PER_SLOT",
@@ -61,10 +62,12 @@ Progress = Callable[[int, int], None]
 
 #: With the default worker count, studies smaller than this many instance-runs
 #: (runs x instances, summed over the studies) run serially in this process.
-#: Measured on the 2-core CI machine: a run costs about 80 us per instance, and
+#: Measured on the 2-core CI machine: a run cost about 80 us per instance, and
 #: a spawned pool about 0.12 s to start (fresh interpreters importing simpy and
-#: vmss_rollout); two workers break even near 3 000 instance-runs (0.25 s of
-#: work) and win from there (4 000: 0.33 s serial, 0.27 s; 8 000: 0.67 s, 0.45 s).
+#: vmss_rollout); two workers broke even near 3 000 instance-runs (0.25 s of
+#: work) and won from there (4 000: 0.33 s serial, 0.27 s; 8 000: 0.67 s, 0.45 s).
+#: Since issue 13 a run costs about 40-50 us per instance, which moves the break
+#: even towards 6 000 instance-runs; the threshold was left where it was.
 #: ``workers=N`` given explicitly always uses N workers.
 SERIAL_THRESHOLD = 5_000
 #: chunks per worker slot: enough to balance uneven runs, few enough to keep
@@ -243,6 +246,10 @@ def _run_on_pool(workers: int, studies: Sequence[Study], collect: _Collect) -> N
         return
     # spawn: the same behaviour on every OS, and safe with threads in this
     # process (rich's progress bar refreshes from one)
+    # imported here: the CLI's start-up (``--help``) does not need them
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
     context = multiprocessing.get_context("spawn")
     executor = ProcessPoolExecutor(
         max_workers=min(workers, len(chunks)), mp_context=context, initializer=_worker_init

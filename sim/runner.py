@@ -15,18 +15,20 @@ import random
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
-
-import simpy
+from typing import TYPE_CHECKING, Any
 
 from ..engine.backend import execute
 from ..engine.errors import InputError
 from ..engine.events import Event, EventKind
 from ..engine.model import Instance, UpgradeMode
 from ..engine.rollout import Rollout
+from ..strategies.base import Strategy
 from ..strategies.registry import make
 from .scaleset import CURRENT_MODEL, TARGET_MODEL, Monitor, SimScaleSet, TimelineRow
 from .scenario import Scenario
+
+if TYPE_CHECKING:
+    import simpy
 
 METRICS = (
     "duration_s",
@@ -93,6 +95,8 @@ def build(
     scenario: Scenario, seed: int, record: bool = False, fleet: Sequence[Instance] | None = None
 ) -> tuple[simpy.Environment, SimScaleSet]:
     """A fresh environment and scale set for ``scenario``."""
+    import simpy  # here, not at the top: ``vmss-rollout --help`` does not need it
+
     env = simpy.Environment()
     monitor = Monitor(required=scenario.required_serving(), record=record)
     scale_set = SimScaleSet(
@@ -118,41 +122,128 @@ def build(
     return env, scale_set
 
 
+class _Driver:
+    """Wakes a rollout on a simulated scale set: observe what changed, step,
+    execute, and arm a timer for the engine's deadline. One wake-up per set of
+    simultaneous changes (the scale set's one ``changed`` event) or deadline."""
+
+    def __init__(self, env: simpy.Environment, rollout: Rollout, backend: SimScaleSet) -> None:
+        self.env = env
+        self.rollout = rollout
+        self.backend = backend
+        self.etag = backend.read()[0].etag
+        #: the earliest deadline a pending timer will wake us for
+        self.next_timer = math.inf
+        #: when the engine asked to be woken at its last step (None: only on change)
+        self.wake_at: float | None = None
+
+    def _timer_fired(self, event: simpy.Event) -> None:
+        if event.value == self.next_timer:
+            self.next_timer = math.inf
+        wake_at = self.wake_at
+        if wake_at is not None and wake_at > self.env.now:
+            # a stale deadline (the instance it was for is healthy by now): the
+            # engine would wake for nothing, so wait for its current one instead
+            self._arm(wake_at)
+        elif wake_at is not None:
+            self.backend.notify()
+
+    def _arm(self, wake_at: float) -> None:
+        if wake_at < self.next_timer:
+            # an earlier pending timer would wake us too soon, which is harmless;
+            # a later one would wake us too late, so add this one
+            self.next_timer = wake_at
+            timer = self.env.timeout(max(0.0, wake_at - self.env.now), value=wake_at)
+            timer.callbacks.append(self._timer_fired)
+
+    def wake(self) -> bool:
+        """One observe/step/execute round; True once the rollout is finished."""
+        env, rollout, backend = self.env, self.rollout, self.backend
+        now = env.now
+        obs = backend.poll()
+        rollout.observe(now, obs.changed, obs.deleted)
+        step = rollout.step(now)
+        if step.actions:
+            self.etag = execute(rollout, backend, step.actions, lambda: env.now, self.etag)
+        if rollout.finished:
+            return True
+        self.wake_at = step.wake_at
+        if step.wake_at is not None:
+            self._arm(step.wake_at)
+        return False
+
+
 def drive(
     env: simpy.Environment, rollout: Rollout, backend: SimScaleSet
 ) -> Generator[Any, Any, None]:
-    """The SimPy driver: observe, step, execute, then sleep until the scale set
-    changes or the engine's deadline passes (both wake the one ``changed`` event)."""
-    etag = backend.read()[0].etag
-    next_timer = math.inf  # the earliest deadline a pending timer will wake us for
-
-    def timer_fired(event: simpy.Event) -> None:
-        nonlocal next_timer
-        if event.value == next_timer:
-            next_timer = math.inf
-        backend.notify()
-
-    while True:
-        obs = backend.poll()
-        rollout.observe(env.now, obs.changed, obs.deleted)
-        step = rollout.step(env.now)
-        etag = execute(rollout, backend, step.actions, lambda: env.now, etag)
-        if rollout.finished:
-            return
-        if step.wake_at is not None and step.wake_at < next_timer:
-            # an earlier pending timer would wake us too soon, which is harmless;
-            # a later one would wake us too late, so add this one
-            next_timer = step.wake_at
-            timer = env.timeout(max(0.0, step.wake_at - env.now), value=step.wake_at)
-            timer.callbacks.append(timer_fired)
+    """The driver as a SimPy process: wake, then sleep until the scale set
+    changes or the engine's deadline passes (both trigger the one ``changed`` event)."""
+    driver = _Driver(env, rollout, backend)
+    while not driver.wake():
         yield backend.changed
 
 
 def simulate_rollout(env: simpy.Environment, rollout: Rollout, scale_set: SimScaleSet) -> None:
-    """Run ``rollout`` on ``scale_set`` to the end of simulated time."""
-    env.process(drive(env, rollout, scale_set))
+    """Run ``rollout`` on ``scale_set`` until it finishes (simulated time stops
+    there). The driver is a callback on the ``changed`` event rather than a
+    process: the same wake-ups, without resuming a generator for each."""
+    driver = _Driver(env, rollout, scale_set)
+    done = env.event()
+
+    def woken(_: simpy.Event | None) -> None:
+        if driver.wake():
+            done.succeed()
+        else:
+            scale_set.changed.callbacks.append(woken)
+
+    woken(None)
     with _gc_paused():
-        env.run()
+        if not done.triggered:
+            env.run(until=done)
+
+
+#: strategies that cannot change, by spec: built once per process
+_SHARED_STRATEGIES: dict[str, Strategy] = {}
+
+
+def _strategy(spec: str) -> Strategy:
+    """``make(spec)``, built once per process when the strategy cannot change
+    (a frozen dataclass, as every built-in one): making one reads the installed
+    packages' entry points and metadata, about a millisecond, more than a
+    20-instance run costs. Other strategies are built afresh for each run."""
+    strategy = _SHARED_STRATEGIES.get(spec)
+    if strategy is None:
+        strategy = make(spec)
+        params = getattr(type(strategy), "__dataclass_params__", None)
+        if params is not None and params.frozen:
+            _SHARED_STRATEGIES[spec] = strategy
+    return strategy
+
+
+def simulate(
+    scenario: Scenario,
+    strategy: str,
+    seed: int,
+    *,
+    record: bool = False,
+    fleet: Sequence[Instance] | None = None,
+) -> tuple[simpy.Environment, SimScaleSet, Rollout]:
+    """Build the scale set and the rollout and run it to the end (the
+    collector paused throughout: building a large fleet is most of what it
+    would scan)."""
+    with _gc_paused():
+        env, scale_set = build(scenario, seed, record, fleet)
+        _, instances = scale_set.read()
+        rollout = Rollout(
+            CURRENT_MODEL,
+            TARGET_MODEL,
+            instances,
+            _strategy(strategy),
+            scenario.engine,
+            keep_events=record,
+        )
+        simulate_rollout(env, rollout, scale_set)
+    return env, scale_set, rollout
 
 
 def check_topology(scenario: Scenario, strategy: str) -> None:
@@ -161,7 +252,7 @@ def check_topology(scenario: Scenario, strategy: str) -> None:
     if scenario.orchestration != "Flexible":
         return
     what = []
-    if make(strategy).name == "update-domain":
+    if _strategy(strategy).name == "update-domain":
         what.append("the update-domain strategy")
     if scenario.engine.scope.update_domains is not None:
         what.append("engine.only_update_domains")
@@ -185,17 +276,7 @@ def run_once(
     log; ``fleet`` replaces the scenario's round-robin topology with given
     instances' ids and domains (a live scale set's, for ``plan``)."""
     check_topology(scenario, strategy)
-    env, scale_set = build(scenario, seed, record, fleet)
-    _, instances = scale_set.read()
-    rollout = Rollout(
-        CURRENT_MODEL,
-        TARGET_MODEL,
-        instances,
-        make(strategy),
-        scenario.engine,
-        keep_events=record,
-    )
-    simulate_rollout(env, rollout, scale_set)
+    env, scale_set, rollout = simulate(scenario, strategy, seed, record=record, fleet=fleet)
     assert scale_set.monitor is not None
     monitor = scale_set.monitor
     monitor.close(env.now)

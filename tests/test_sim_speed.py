@@ -1,0 +1,95 @@
+"""What makes the simulator fast (issue 13), checked as behaviour, never timed:
+instances changed in place, one wake-up per set of simultaneous changes, no
+wake-ups for stale deadlines, simulated time stopping at the rollout's end, and
+a start-up that does not import simpy."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from vmss_rollout.engine.model import Health, Instance, ProvisioningState
+from vmss_rollout.engine.options import EngineOptions
+from vmss_rollout.sim.runner import run_once, simulate
+from vmss_rollout.sim.scaleset import SimInstance
+from vmss_rollout.sim.scenario import Scenario
+
+
+def test_instances_are_changed_in_place_and_compare_as_instances() -> None:
+    scenario = Scenario(instances=30, upgrade="fixed(10s)", health_delay="fixed(5s)", runs=1)
+    _, scale_set, rollout = simulate(scenario, "window", 1)
+    assert rollout.outcome().upgraded == 30
+    for iid, inst in scale_set.instances.items():
+        assert isinstance(inst, SimInstance)
+        # the engine holds the scale set's own objects: nothing was copied per change
+        assert rollout.fleet[iid] is inst
+        plain = Instance(
+            iid,
+            inst.update_domain,
+            inst.fault_domain,
+            inst.zone,
+            model=inst.model,
+            latest_model_applied=inst.latest_model_applied,
+        )
+        assert inst == plain and plain == inst
+        assert inst != dataclasses.replace(plain, health=Health.UNHEALTHY)
+    with pytest.raises(TypeError):
+        hash(next(iter(scale_set.instances.values())))
+
+
+def test_few_events_per_instance() -> None:
+    """An upgrade is two timeouts; the driver wakes once per change the engine
+    acts on (upgraded, healthy), not for stale health deadlines, and the
+    instances' start events are shared per instant. Before issue 13 a
+    one-at-a-time rollout scheduled 8 SimPy events per instance."""
+    scenario = Scenario(instances=200, runs=1)
+    env, _, rollout = simulate(scenario, "one-at-a-time", 1)
+    assert rollout.outcome().upgraded == 200
+    assert next(env._eid) <= 6 * 200
+
+
+def test_simulated_time_stops_when_the_rollout_finishes() -> None:
+    """Instances that time out unhealthy still have a health verdict pending
+    when the rollout ends: the simulation does not run on to it, and the
+    integrated metrics cover the rollout only (before issue 13 they ran on to
+    t=580 and counted 5 100 instance-seconds lost, 440 s of outage)."""
+    scenario = Scenario(
+        instances=10,
+        upgrade="fixed(10s)",
+        health_delay="fixed(500s)",
+        runs=1,
+        engine=EngineOptions(health_timeout=60, max_unhealthy=100, max_unhealthy_upgraded=100),
+    )
+    env, scale_set, rollout = simulate(scenario, "batch:size=5", 1)
+    outcome = rollout.outcome()
+    assert outcome.unhealthy == 10 and not outcome.halted
+    # two waves of 5, each declared unhealthy 10 + 60 s after it started
+    assert outcome.finished_at == 140.0 == env.now
+    assert all(i.health is Health.UNKNOWN for i in scale_set.instances.values())
+    # what the simulation no longer runs: the verdicts still pending, past the end
+    env.run()
+    assert env.now == 10 + 70 + 500
+    assert all(i.provisioning is ProvisioningState.SUCCEEDED for i in scale_set.instances.values())
+
+    result = run_once(scenario, "batch:size=5", 1)
+    assert result.duration_s == 140.0
+    # 5 down for 70 s, then all 10 for 70 s; nothing serving from 70 to 140;
+    # below the 8 required the whole time
+    assert result.capacity_loss_instance_s == 5 * 70 + 10 * 70
+    assert result.outage_s == 70.0
+    assert result.degraded_s == 140.0
+
+
+def test_start_up_imports_no_simpy() -> None:
+    code = (
+        "import sys\n"
+        "import vmss_rollout.cli.app\n"
+        "heavy = {'simpy', 'azure', 'starlette', 'matplotlib', 'dask', 'hypothesis',"
+        " 'multiprocessing', 'concurrent'}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
