@@ -24,6 +24,7 @@ from ..sim.runner import RunResult, derive_seed, run_once, summarize
 from ..sim.scenario import Scenario, load_scenario
 from ..strategies import registry
 from . import operate, output, plotting
+from .calibrate import calibrate
 from .emulate import emulate
 from .options import (
     DEBUG_KEY,
@@ -541,6 +542,7 @@ def _is_hypothesis(exc: ImportError) -> bool:
 
 for _command in operate.COMMANDS:
     app.command()(_command)
+app.command()(calibrate)
 app.command()(emulate)
 app.command()(sweep)
 

@@ -45,7 +45,7 @@ from ..engine.rollout import runs as runs_model
 from ..engine.target import target_model
 from ..sim.parallel import Progress, run_study
 from ..sim.runner import derive_seed, run_once, summarize
-from ..sim.scenario import load_scenario
+from ..sim.scenario import Scenario, load_scenario
 from ..strategies import registry
 from . import output
 from .options import (
@@ -376,6 +376,15 @@ def plan(
             "live one). Default: the built-in scenario's.",
         ),
     ] = None,
+    calibrated: Annotated[
+        bool,
+        typer.Option(
+            "--calibrated",
+            help="Simulate with a scenario fitted from this scale set's journaled rollouts "
+            "(as `vmss-rollout calibrate` prints it) instead of --scenario.",
+        ),
+    ] = False,
+    journal: JournalPath = None,
     runs: Annotated[int, typer.Option("--runs", help="Simulated runs.")] = 100,
     workers: Workers = None,
     dask: DaskAddress = None,
@@ -402,16 +411,37 @@ def plan(
     spec = strategy.strip()
     registry.make(spec)
     options = _engine_options(flags)
+    if calibrated and scenario_path is not None:
+        raise InputError("--calibrated and --scenario: give one of them")
     backend = _backend(resource_group, name, subscription, arm_endpoint)
     scale_set, instances = backend.read()
     target = _target(scale_set.model, flags)
+    scenario: Scenario | str | None = scenario_path
+    source = f"scenario {scenario_path}" if scenario_path else "the built-in scenario"
+    if calibrated:
+        from .calibrate import calibration
+
+        _, scenario, fitted = calibration(backend, journal)
+        source = (
+            f"calibrated from {fitted} journaled rollout(s) of this scale set"
+            if fitted
+            else "calibrate found no journaled rollouts: Azure's coarse figures or defaults"
+        )
+    assumed = load_scenario(scenario) if not isinstance(scenario, Scenario) else scenario
+    timings = {
+        "upgrade": str(assumed.upgrade),
+        "health_delay": str(assumed.health_delay),
+        "upgrade_failure": assumed.upgrade_failure,
+        "unhealthy_after_upgrade": assumed.unhealthy_after_upgrade,
+        "source": source,
+    }
     with study_progress(f"simulating {spec}") as progress:
         result = predict(
             instances,
             target,
             spec,
             options,
-            scenario_path,
+            assumed,
             runs,
             workers=workers,
             dask=dask,
@@ -429,6 +459,7 @@ def plan(
         "target": str(target),
         "policy": scale_set.upgrade_mode.value,
         "policy_action": action,
+        "timings": timings,
         **result,
         "requests": dict(backend.counter.attempts),
     }
@@ -438,6 +469,13 @@ def plan(
     console = output.stdout_console()
     console.print(f"{backend.scale_set_id}\n  {scale_set.model}\n  -> {target}", soft_wrap=True)
     console.print(f"policy {scale_set.upgrade_mode.value}: {action}", soft_wrap=True)
+    console.print(
+        f"assumed: upgrade {timings['upgrade']}, health delay {timings['health_delay']}, "
+        f"upgrade failure {assumed.upgrade_failure:.1%}, unhealthy after upgrade "
+        f"{assumed.unhealthy_after_upgrade:.1%} ({source})",
+        soft_wrap=True,
+        markup=False,
+    )
     if not result["waves"]:
         console.print("nothing to do: every instance in scope runs the target model")
         return
@@ -463,7 +501,7 @@ def predict(
     target: ModelVersion,
     spec: str,
     options: EngineOptions,
-    scenario_path: str | None,
+    scenario_path: str | Scenario | None,
     runs: int,
     *,
     workers: int | None = None,
@@ -473,7 +511,7 @@ def predict(
     """Waves and a Monte Carlo prediction of ``spec`` on a live topology
     (``workers``, ``dask``, ``progress``: as :func:`~..sim.parallel.run_study`)."""
     pending = frozenset(i.instance_id for i in instances if not runs_model(i, target))
-    base = load_scenario(scenario_path)
+    base = scenario_path if isinstance(scenario_path, Scenario) else load_scenario(scenario_path)
     scenario = dataclasses.replace(base, instances=len(instances) or 1)
     in_scope = [
         i
