@@ -53,9 +53,11 @@ from ..sim.scenario import Scenario, default_scenario, load_scenario_text
 
 __all__ = [
     "DEFAULT_POLL",
+    "AzureFigures",
     "Candidate",
     "Fit",
     "History",
+    "azure_figures",
     "calibrated_scenario",
     "fit",
     "golden_section",
@@ -532,50 +534,78 @@ def _topology(instances: Sequence[Instance]) -> dict[str, Any]:
     }
 
 
+@dataclass
+class AzureFigures:
+    """Coarse figures from Azure's own records of platform rolling upgrades."""
+
+    #: seconds per instance upgrade (duration per batch), None when no record has an end
+    seconds: float | None = None
+    #: instances the records count as upgraded or failed, and failed
+    finished: int = 0
+    failed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
 def azure_figures(
     rolling_status: Mapping[str, Any] | None,
     os_history: Sequence[Mapping[str, Any]],
     max_batch_percent: float,
     capacity: int,
     pause: float = 0.0,
-) -> tuple[float | None, list[str]]:
-    """Coarse seconds per instance upgrade from Azure's own records: each
-    rolling upgrade's duration over its number of batches (``maxBatchInstancePercent``
-    of the capacity per batch), less the pause between batches. None when Azure
-    records no finished upgrade."""
+) -> AzureFigures:
+    """Coarse figures from Azure's records when the journal has none.
+
+    ``osUpgradeHistory`` entries (``UpgradeOperationHistoryStatus``: ``startTime``,
+    ``endTime``; Compute REST spec, ``computeRPCommon``/``virtualMachineScaleSet``
+    definitions) give each upgrade's duration: over its number of batches
+    (``maxBatchInstancePercent`` of the capacity per batch), less the pause
+    between batches, a time per instance. ``rollingUpgrades/latest``
+    (``RollingUpgradeRunningStatus``) has no end time (``lastActionTime`` is its
+    last Start or Cancel), so it only adds its instance counts when the history
+    does not list it. Every record's progress gives failed and finished counts."""
+    figures = AzureFigures()
     runs: list[Mapping[str, Any]] = []
-    if rolling_status:
-        runs.append(rolling_status)
     for entry in os_history:
         props = entry.get("properties", entry)
         if isinstance(props, Mapping):
             runs.append(props)
+    started = {_key(_status(run), "start_time", "startTime") for run in runs}
+    if rolling_status:
+        latest = rolling_status.get("properties", rolling_status)
+        if _key(_status(latest), "start_time", "startTime") not in started:
+            runs.append(latest)
     per_batch: list[float] = []
-    notes = []
-    seen: set[tuple[Any, Any]] = set()
     batch = max(1, math.floor(capacity * max_batch_percent / 100))
     for run in runs:
-        status = _key(run, "running_status", "runningStatus") or {}
+        status = _status(run)
         progress = run.get("progress") or {}
-        start = _key(status, "start_time", "startTime")
-        end = _key(status, "end_time", "endTime") or _key(
-            status, "last_action_time", "lastActionTime"
-        )
         done = int(_key(progress, "successful_instance_count", "successfulInstanceCount") or 0)
         failed = int(_key(progress, "failed_instance_count", "failedInstanceCount") or 0)
-        if not start or not end or done + failed == 0 or (start, end) in seen:
-            continue  # (latest is also the newest entry of the history)
-        seen.add((start, end))
+        figures.finished += done + failed
+        figures.failed += failed
+        start = _key(status, "start_time", "startTime")
+        end = _key(status, "end_time", "endTime")
+        if not start or not end or done + failed == 0:
+            figures.notes.append(
+                f"# Azure: a rolling upgrade ({_key(status, 'code', 'code') or 'unknown'}) of "
+                f"{done + failed} instances with no end time: counted, not timed"
+            )
+            continue
         seconds = (_when(end) - _when(start)).total_seconds()
         batches = math.ceil((done + failed) / batch)
         per_batch.append(max(1.0, seconds / batches - pause))
-        notes.append(
+        figures.notes.append(
             f"# Azure: a rolling upgrade of {done + failed} instances took {seconds:.0f}s "
             f"in {batches} batches of up to {batch}"
         )
-    if not per_batch:
-        return None, notes
-    return sum(per_batch) / len(per_batch), notes
+    if per_batch:
+        figures.seconds = sum(per_batch) / len(per_batch)
+    return figures
+
+
+def _status(run: Mapping[str, Any]) -> Mapping[str, Any]:
+    status = _key(run, "running_status", "runningStatus")
+    return status if isinstance(status, Mapping) else {}
 
 
 def _key(data: Mapping[str, Any], snake: str, camel: str) -> Any:
@@ -596,8 +626,7 @@ def calibrated_scenario(
     instances: Sequence[Instance],
     upgrade_policy: str,
     scale_set_id: str,
-    azure_seconds: float | None = None,
-    azure_notes: Sequence[str] = (),
+    azure: AzureFigures | None = None,
     base: Scenario | None = None,
 ) -> tuple[str, Scenario]:
     """The scenario TOML (with comments) fitted from ``history`` on the live
@@ -618,15 +647,16 @@ def calibrated_scenario(
         upgrade_fit = fit(history.upgrade)
         changes["upgrade"] = upgrade_fit.chosen
         timing += upgrade_fit.comment("upgrade time")
-    elif azure_seconds is not None:
-        changes["upgrade"] = Fixed(round(azure_seconds, 3))
+    elif azure is not None and azure.seconds is not None:
+        changes["upgrade"] = Fixed(round(azure.seconds, 1))
         timing += [
-            "# upgrade time: no journaled history; Azure's own coarse figure (osUpgradeHistory",
-            "# and rollingUpgrades/latest: duration per batch), a fixed time per instance",
-            *azure_notes,
+            "# upgrade time: no journaled history; Azure's own coarse figure (osUpgradeHistory:",
+            "# duration per batch), a fixed time per instance",
         ]
     else:
         timing.append(f"# upgrade time: no history at all; the default {base.upgrade}")
+    if not history.upgrade and azure is not None:
+        timing += azure.notes
     if history.health_delay:
         health_fit = fit(history.health_delay)
         changes["health_delay"] = health_fit.chosen
@@ -635,6 +665,12 @@ def calibrated_scenario(
         timing.append(f"# health delay: no history; the default {base.health_delay}")
     provisioned = history.provisioned
     changes["upgrade_failure"] = round(_rate(history.failed, history.finished), 6)
+    if not history.finished and azure is not None and azure.finished:
+        changes["upgrade_failure"] = round(_rate(azure.failed, azure.finished), 6)
+        timing.append(
+            f"# upgrade failure from Azure's records: {azure.failed} of {azure.finished} "
+            "instances failed (rolling upgrade progress)"
+        )
     changes["unhealthy_after_upgrade"] = round(
         _rate(history.unhealthy + history.never_healthy, provisioned), 6
     )

@@ -67,10 +67,10 @@ def calibration(
         poll = (parsed.minimum, parsed.maximum)
     scale_set, instances = backend.read()
     history = observations(Journal(journal), backend.scale_set_id, since=after, poll_interval=poll)
-    seconds, notes = None, []
+    figures = None
     if not history.upgrade:
         # no journaled history: Azure's own records, coarse (duration per batch)
-        runs = []
+        notes, runs, latest = [], [], None
         try:
             runs = backend.os_upgrade_history()
         except (InputError, BackendError) as exc:
@@ -78,25 +78,23 @@ def calibration(
         try:
             latest = backend.rolling_upgrade_status()
         except (InputError, BackendError) as exc:
-            latest = None
             notes.append(f"# Azure: rollingUpgrades/latest unavailable ({exc})")
         policy = scale_set.rolling_policy
-        seconds, found = azure_figures(
+        figures = azure_figures(
             latest,
             runs,
             policy.max_batch_instance_percent,
             max(1, len(instances)),
             policy.pause_time_between_batches,
         )
-        notes += found
+        figures.notes[:0] = notes
     text, scenario = calibrated_scenario(
         history,
         name=scale_set.name,
         instances=instances,
         upgrade_policy=scale_set.upgrade_mode.value,
         scale_set_id=backend.scale_set_id,
-        azure_seconds=seconds,
-        azure_notes=notes,
+        azure=figures,
     )
     return text, scenario, len(history.rollouts) if history.upgrade else 0
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from vmss_rollout.backends.calibrate import (
+    AzureFigures,
     History,
     azure_figures,
     fit,
@@ -208,19 +209,24 @@ def test_rollouts_before_since_and_other_scale_sets_are_left_out(tmp_path: Path)
 
 
 def test_azure_figures_give_a_coarse_time_per_batch() -> None:
-    status = {
-        "runningStatus": {
-            "code": "Completed",
-            "startTime": "2026-11-01T10:00:00Z",
-            "lastActionTime": "2026-11-01T10:20:00Z",
-        },
-        "progress": {"successfulInstanceCount": 20, "failedInstanceCount": 0},
+    # rollingUpgrades/latest: RollingUpgradeRunningStatus has no end time
+    latest = {
+        "properties": {
+            "runningStatus": {
+                "code": "Completed",
+                "startTime": "2026-11-01T10:00:00Z",
+                "lastAction": "Start",
+                "lastActionTime": "2026-11-01T10:00:00Z",
+            },
+            "progress": {"successfulInstanceCount": 18, "failedInstanceCount": 2},
+        }
     }
+    # osUpgradeHistory: UpgradeOperationHistoryStatus has startTime and endTime
     history = [
         {
             "properties": {
                 "runningStatus": {
-                    "code": "RollingForward",
+                    "code": "Completed",
                     "startTime": "2026-10-01T10:00:00Z",
                     "endTime": "2026-10-01T10:40:00Z",
                 },
@@ -228,13 +234,49 @@ def test_azure_figures_give_a_coarse_time_per_batch() -> None:
             }
         }
     ]
-    # 20 instances, 20% per batch: 5 batches of 4; 20 min and 40 min -> 240 s and 480 s
-    seconds, notes = azure_figures(status, history, 20, 20)
-    assert seconds == pytest.approx(360)
-    assert len(notes) == 2
-    assert azure_figures(None, [], 20, 20) == (None, [])
-    # rollingUpgrades/latest is also the newest history entry: counted once
-    assert azure_figures(status, [{"properties": status}], 20, 20)[0] == pytest.approx(240)
+    # 20 instances, 20% per batch: 5 batches of 4; 40 min -> 480 s per batch
+    figures = azure_figures(latest, history, 20, 20)
+    assert figures.seconds == pytest.approx(480)
+    assert (figures.finished, figures.failed) == (40, 3)
+    assert "took 2400s in 5 batches of up to 4" in figures.notes[0]
+    assert "no end time: counted, not timed" in figures.notes[1]
+    # less a 60 s pause between batches
+    assert azure_figures(None, history, 20, 20, pause=60).seconds == pytest.approx(420)
+    # latest is also the history's newest entry when they started together: counted once
+    same = [
+        {
+            "properties": {
+                **latest["properties"],
+                "runningStatus": {
+                    **latest["properties"]["runningStatus"],
+                    "endTime": "2026-11-01T10:20:00Z",
+                },
+            }
+        }
+    ]
+    once = azure_figures(latest, same, 20, 20)
+    assert (once.finished, once.seconds) == (20, pytest.approx(240))
+    assert azure_figures(None, [], 20, 20) == AzureFigures()
+
+
+def test_azure_figures_stand_in_without_journal_history() -> None:
+    from vmss_rollout.backends.calibrate import calibrated_scenario
+    from vmss_rollout.engine.model import Instance
+
+    figures = AzureFigures(seconds=300.04, finished=40, failed=3, notes=["# Azure: a note"])
+    text, scenario = calibrated_scenario(
+        History(),
+        name="web",
+        instances=[Instance(str(i), update_domain=i % 5, fault_domain=0) for i in range(20)],
+        upgrade_policy="Rolling",
+        scale_set_id=SSID,
+        azure=figures,
+    )
+    assert scenario.upgrade == Fixed(300)
+    assert scenario.upgrade_failure == pytest.approx(3 / 40)
+    assert "no journaled history; Azure's own coarse figure" in text
+    assert "# Azure: a note" in text
+    assert "upgrade failure from Azure's records: 3 of 40 instances failed" in text
 
 
 def test_the_calibrated_toml_loads_as_a_scenario(tmp_path: Path) -> None:
@@ -414,3 +456,28 @@ def test_calibrate_from_a_real_upgrade_through_the_emulator(emu: Emulated) -> No
     scenario = load_scenario_text(run.stdout)
     assert scenario.upgrade_failure == 0.0
     assert scenario.upgrade.mean() > 0
+
+
+def test_without_history_azures_records_stand_in(tmp_path: Path) -> None:
+    """A platform rolling upgrade (azure-rolling on a Rolling scale set), then
+    calibrate with an empty journal: Azure's records (osUpgradeHistory, read
+    through the real SDK) give the failure rate; the emulator's history entries
+    carry no endTime (see the report), so the time is counted, not fitted."""
+    scenario = tmp_path / "rolling.toml"
+    scenario.write_text(
+        SCENARIO.format(instances=10).replace(
+            "fault_domains = 3", 'fault_domains = 3\nupgrade_policy = "Rolling"'
+        )
+    )
+    with emulator_process(
+        scenario, tmp_path, "--time-scale", "600", "--retry-after", "0.05"
+    ) as info:
+        emu = Emulated(info, tmp_path, scenario)
+        result, _ = emu.upgrade("--strategy", "azure-rolling")
+        assert result.returncode == 0, result.stderr
+        run = calibrate(emu, "--journal", str(tmp_path / "empty.sqlite"))
+    assert run.returncode == 0, run.stderr
+    assert "of 10 instances with no end time: counted, not timed" in run.stdout
+    assert "upgrade failure from Azure's records: 0 of 10 instances failed" in run.stdout
+    assert "# upgrade time: no history at all; the default" in run.stdout
+    assert load_scenario_text(run.stdout).upgrade_policy == "Rolling"
