@@ -678,6 +678,15 @@ class AzureBackend:
             raise
         return dict(status.as_dict())
 
+    def os_upgrade_history(self) -> list[dict[str, Any]]:
+        """``osUpgradeHistory`` (GET .../virtualMachineScaleSets/{name}/osUpgradeHistory,
+        the SDK's ``get_os_upgrade_history``): past OS image upgrades as JSON."""
+        with arm_errors(f"the OS upgrade history of {self.where}", changed=False):
+            pages = self.client.virtual_machine_scale_sets.get_os_upgrade_history(
+                self.resource_group, self.name
+            )
+            return [dict(item.as_dict()) for item in pages]
+
     def cancel_rolling_upgrade(self) -> None:
         """Cancel the platform's rolling upgrade; one that ended meanwhile (409
         OperationNotAllowed "There is no rolling upgrade in progress to cancel.",

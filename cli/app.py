@@ -25,6 +25,7 @@ from ..sim.runner import RunResult, build, derive_seed, run_once, summarize
 from ..sim.scenario import Scenario, load_scenario
 from ..strategies import registry
 from . import operate, output, plotting
+from .calibrate import calibrate
 from .emulate import emulate
 from .options import (
     DEBUG_KEY,
@@ -653,6 +654,7 @@ def _is_hypothesis(exc: ImportError) -> bool:
 
 for _command in operate.COMMANDS:
     app.command()(_command)
+app.command()(calibrate)
 app.command()(emulate)
 app.command()(sweep)
 

@@ -46,7 +46,7 @@ from ..engine.rollout import runs as runs_model
 from ..engine.target import target_model
 from ..sim.parallel import Progress, run_study
 from ..sim.runner import derive_seed, run_once, summarize
-from ..sim.scenario import load_scenario
+from ..sim.scenario import Scenario, load_scenario
 from ..strategies import registry
 from . import output
 from .options import (
@@ -409,6 +409,15 @@ def plan(
             "live one). Default: the built-in scenario's.",
         ),
     ] = None,
+    calibrated: Annotated[
+        bool,
+        typer.Option(
+            "--calibrated",
+            help="Simulate with a scenario fitted from this scale set's journaled rollouts "
+            "(as `vmss-rollout calibrate` prints it) instead of --scenario.",
+        ),
+    ] = False,
+    journal: JournalPath = None,
     runs: Annotated[int, typer.Option("--runs", "-r", help="Simulated runs.")] = 100,
     workers: Workers = None,
     dask: DaskAddress = None,
@@ -435,6 +444,8 @@ def plan(
     spec = strategy.strip()
     chosen = registry.make(spec)
     options = _engine_options(flags)
+    if calibrated and scenario_path is not None:
+        raise InputError("--calibrated and --scenario: give one of them")
     backend = _backend(resource_group, name, subscription, arm_endpoint)
     scale_set, instances = backend.read()
     target = _target(scale_set.model, flags)
@@ -442,13 +453,32 @@ def plan(
     from ..backends.upgrade import check_fault_domains
 
     check_fault_domains(scale_set, chosen.name, options.scope)
+    scenario: Scenario | str | None = scenario_path
+    source = f"scenario {scenario_path}" if scenario_path else "the built-in scenario"
+    if calibrated:
+        from .calibrate import calibration
+
+        _, scenario, fitted = calibration(backend, journal)
+        source = (
+            f"calibrated from {fitted} journaled rollout(s) of this scale set"
+            if fitted
+            else "calibrate found no journaled rollouts: Azure's coarse figures or defaults"
+        )
+    assumed = load_scenario(scenario) if not isinstance(scenario, Scenario) else scenario
+    timings = {
+        "upgrade": str(assumed.upgrade),
+        "health_delay": str(assumed.health_delay),
+        "upgrade_failure": assumed.upgrade_failure,
+        "unhealthy_after_upgrade": assumed.unhealthy_after_upgrade,
+        "source": source,
+    }
     with study_progress(f"simulating {spec}") as progress:
         result = predict(
             instances,
             target,
             spec,
             options,
-            scenario_path,
+            assumed,
             runs,
             workers=workers,
             dask=dask,
@@ -466,6 +496,7 @@ def plan(
         "target": str(target),
         "policy": scale_set.upgrade_mode.value,
         "policy_action": action,
+        "timings": timings,
         **result,
         "protected": _protected_ids(backend),
         "requests": dict(backend.counter.attempts),
@@ -478,6 +509,13 @@ def plan(
     console.print(f"policy {scale_set.upgrade_mode.value}: {action}", soft_wrap=True)
     if backend.protected:
         console.print(_protected_line(backend), soft_wrap=True)
+    console.print(
+        f"assumed: upgrade {timings['upgrade']}, health delay {timings['health_delay']}, "
+        f"upgrade failure {assumed.upgrade_failure:.1%}, unhealthy after upgrade "
+        f"{assumed.unhealthy_after_upgrade:.1%} ({source})",
+        soft_wrap=True,
+        markup=False,
+    )
     if not result["waves"]:
         console.print("nothing to do: every instance in scope runs the target model")
         return
@@ -503,7 +541,7 @@ def predict(
     target: ModelVersion,
     spec: str,
     options: EngineOptions,
-    scenario_path: str | None,
+    scenario_path: str | Scenario | None,
     runs: int,
     *,
     workers: int | None = None,
@@ -513,7 +551,7 @@ def predict(
     """Waves and a Monte Carlo prediction of ``spec`` on a live topology
     (``workers``, ``dask``, ``progress``: as :func:`~..sim.parallel.run_study`)."""
     pending = frozenset(i.instance_id for i in instances if not runs_model(i, target))
-    base = load_scenario(scenario_path)
+    base = scenario_path if isinstance(scenario_path, Scenario) else load_scenario(scenario_path)
     scenario = dataclasses.replace(base, instances=len(instances) or 1)
     in_scope = [
         i
