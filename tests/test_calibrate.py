@@ -320,7 +320,7 @@ pytest.importorskip("uvicorn")
 
 from emulated import FAST, RG, SCENARIO, Emulated  # noqa: E402
 
-from vmss_rollout.sim.launch import emulator_process  # noqa: E402
+from vmss_rollout.emulator.launch import emulator_process  # noqa: E402
 
 
 @pytest.fixture(scope="module")
