@@ -21,9 +21,11 @@ import pytest
 pytest.importorskip("azure.mgmt.compute")
 pytest.importorskip("uvicorn")
 
+from azure.mgmt.compute import models
 from emulated import FAST, RG, Emulated
 from test_arm import RG as ARM_RG
 from test_arm import SUB, Arm, error_code, scenario
+from test_arm_models import RESOURCE, check
 
 from vmss_rollout.emulator.launch import emulator_process
 from vmss_rollout.engine.errors import InputError
@@ -93,6 +95,30 @@ def test_members_are_plain_vms_listed_by_the_scale_set_filter_and_paged() -> Non
     assert everywhere.status == 200 and len(everywhere.body["value"]) == 4
     other = members(e, **{"$filter": "'virtualMachineScaleSet/id' eq '/nope'"})
     assert other.status == 200 and other.body["value"] == []
+
+
+#: what Azure fills in on every listed Flexible member (REST spec virtualMachine.json:
+#: VirtualMachine and VirtualMachineProperties readOnly fields, the scale set reference)
+PLAIN_VM = (
+    *RESOURCE,
+    "etag",
+    "properties.vmId",
+    "properties.provisioningState",
+    "properties.timeCreated",
+    "properties.hardwareProfile.vmSize",
+    "properties.virtualMachineScaleSet.id",
+    "properties.storageProfile.imageReference.exactVersion",
+    "properties.instanceView.statuses[].code",
+    "properties.instanceView.vmHealth.status.code",
+)
+
+
+def test_members_read_as_the_sdk_virtual_machine_model() -> None:
+    e = flexible_arm()
+    for raw in members(e, **{"$expand": "instanceView"}).body["value"]:
+        vm = check(models.VirtualMachine, raw, PLAIN_VM)
+        assert vm.virtual_machine_scale_set.id == e.vmss
+        assert vm.instance_view.platform_update_domain is None
 
 
 def test_expand_needs_the_filter_and_uniform_routes_are_refused() -> None:
