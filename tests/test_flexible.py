@@ -399,3 +399,19 @@ def test_emulate_refuses_a_flexible_set_azure_would_not_create(
     result = run_cli("emulate", "--port", "0", *args)
     assert result.returncode == 2
     assert result.stderr.startswith(message) and len(result.stderr.splitlines()) == 1
+
+
+def test_heat_map_of_a_flexible_set_is_zone_by_fault_domain() -> None:
+    from rich.console import Console
+
+    from vmss_rollout.cli.operate import heat_map
+    from vmss_rollout.engine.model import Instance
+
+    fleet = [Instance(f"flex_0000000{i}", 0, i % 2, zone=str(1 + i // 2)) for i in range(4)]
+    console = Console(width=120, record=True)
+    console.print(heat_map(fleet, flexible=True))
+    text = console.export_text()
+    assert "instances by zone x fault domain" in text and "UD" not in text
+    rows = [line for line in text.splitlines() if "flex_" in line]
+    assert len(rows) == 2  # one row per zone, one column per fault domain
+    assert "flex_00000000" in rows[0] and "flex_00000001" in rows[0]
