@@ -415,3 +415,12 @@ def test_heat_map_of_a_flexible_set_is_zone_by_fault_domain() -> None:
     rows = [line for line in text.splitlines() if "flex_" in line]
     assert len(rows) == 2  # one row per zone, one column per fault domain
     assert "flex_00000000" in rows[0] and "flex_00000001" in rows[0]
+
+
+def test_protected_members_by_creation_index_refuse_scale_set_actions() -> None:
+    e = flexible_arm(protected_instances=("1",))
+    docs = members(e).body["value"]
+    shielded = [d["name"] for d in docs if d["properties"].get("protectionPolicy")]
+    assert len(shielded) == 1 and shielded[0] == list(e.arm.ss.instances)[1]
+    refused = e.call("POST", f"{e.vmss}/manualupgrade", {"instanceIds": shielded})
+    assert refused.status == 400 and shielded[0] in refused.body["error"]["message"]
