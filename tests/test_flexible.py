@@ -424,3 +424,25 @@ def test_protected_members_by_creation_index_refuse_scale_set_actions() -> None:
     assert len(shielded) == 1 and shielded[0] == list(e.arm.ss.instances)[1]
     refused = e.call("POST", f"{e.vmss}/manualupgrade", {"instanceIds": shielded})
     assert refused.status == 400 and shielded[0] in refused.body["error"]["message"]
+
+
+def test_uniform_only_scale_set_features_are_refused_on_flexible() -> None:
+    e = flexible_arm()
+    view = e.call("GET", f"{e.vmss}/instanceView")
+    assert view.status == 400 and error_code(view) == "OperationNotAllowed"
+    auto_os = e.write(
+        "PATCH",
+        e.vmss,
+        {
+            "properties": {
+                "upgradePolicy": {"automaticOSUpgradePolicy": {"enableAutomaticOSUpgrade": True}}
+            }
+        },
+    )
+    assert (
+        auto_os.status == 400 and "Automatic OS image upgrades" in auto_os.body["error"]["message"]
+    )
+    overprovision = e.write("PATCH", e.vmss, {"properties": {"overprovision": True}})
+    assert overprovision.status == 400 and "Overprovision" in overprovision.body["error"]["message"]
+    uniform = Arm(scenario=scenario(instances=3))
+    assert uniform.call("GET", f"{uniform.vmss}/instanceView").status == 200
