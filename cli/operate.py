@@ -646,7 +646,10 @@ class _LiveView:
     def render(self) -> Group:
         instances = self.backend.known_instances()
         progress = Text(f"{self.done} of {self.scope} done, {self.failed} failed or unhealthy")
-        return Group(heat_map(instances), progress, Text("\n".join(self.log)))
+        from ..backends import armjson
+
+        flexible = armjson.is_flexible(self.backend.vmss_json)
+        return Group(heat_map(instances, flexible=flexible), progress, Text("\n".join(self.log)))
 
     @contextmanager
     def shown(self) -> Iterator[None]:

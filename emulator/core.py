@@ -143,13 +143,21 @@ class ArmEmulator(ScaleSetsMixin, IdentityMixin):
                 f"(Uniform orchestration), got {self.ss.fault_domains}"
             )
         self.protection = {}
-        unknown = [i for i in scenario.protected_instances if i not in self.ss.instances]
+        protected = list(scenario.protected_instances)
+        if self.flexible:
+            # a Flexible VM's name is not known before the set exists: a number is the
+            # index of a VM in creation order (a name works too)
+            order = list(self.ss.instances)
+            protected = [
+                order[int(i)] if i.isdigit() and int(i) < len(order) else i for i in protected
+            ]
+        unknown = [i for i in protected if i not in self.ss.instances]
         if unknown:
             raise InputError(
                 f"scale_set.protected_instances: no instance {unknown[0]} in the scale set "
                 f"(ids 0 to {len(self.ss.instances) - 1})"
             )
-        for iid in scenario.protected_instances:
+        for iid in protected:
             self.set_protection(
                 iid, {"protectFromScaleIn": True, "protectFromScaleSetActions": True}
             )

@@ -281,6 +281,24 @@ class ScaleSetsMixin(InstancesMixin):
                 "Changing property 'orchestrationMode' is not allowed.",
                 target="orchestrationMode",
             )
+        automatic_os = _get(
+            new_doc,
+            "properties",
+            "upgradePolicy",
+            "automaticOSUpgradePolicy",
+            "enableAutomaticOSUpgrade",
+        )
+        if self.flexible and automatic_os is True:
+            # "Image-based Automatic OS Upgrades" are not supported with Flexible
+            # orchestration (orchestration-modes doc, "Unsupported parameters");
+            # assumption: the code and text
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                "Automatic OS image upgrades are not supported for Virtual Machine Scale Sets "
+                "with Flexible orchestration mode.",
+                target="upgradePolicy.automaticOSUpgradePolicy.enableAutomaticOSUpgrade",
+            )
         if self.flexible and _get(body, "properties", "overprovision") is True:
             # assumption: the text; overprovisioning is Uniform-only (orchestration-modes doc)
             raise ArmError(
@@ -542,6 +560,15 @@ class ScaleSetsMixin(InstancesMixin):
         ]
 
     def _scale_set_instance_view(self) -> Response:
+        if self.flexible:
+            # "VMSS Get Instance View: No" for Flexible (orchestration-modes doc,
+            # "Autoscaling and instance orchestration"); assumption: the code and text
+            raise ArmError(
+                400,
+                "OperationNotAllowed",
+                "Operation 'VirtualMachineScaleSets.instanceView.GET' is not allowed on "
+                f"Virtual Machine Scale Set '{self.name}'.",
+            )
         summary: dict[str, int] = {}
         for inst in self.ss.instances.values():
             for code in (

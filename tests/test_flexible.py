@@ -21,9 +21,11 @@ import pytest
 pytest.importorskip("azure.mgmt.compute")
 pytest.importorskip("uvicorn")
 
+from azure.mgmt.compute import models
 from emulated import FAST, RG, Emulated
 from test_arm import RG as ARM_RG
 from test_arm import SUB, Arm, error_code, scenario
+from test_arm_models import RESOURCE, check
 
 from vmss_rollout.emulator.launch import emulator_process
 from vmss_rollout.engine.errors import InputError
@@ -93,6 +95,30 @@ def test_members_are_plain_vms_listed_by_the_scale_set_filter_and_paged() -> Non
     assert everywhere.status == 200 and len(everywhere.body["value"]) == 4
     other = members(e, **{"$filter": "'virtualMachineScaleSet/id' eq '/nope'"})
     assert other.status == 200 and other.body["value"] == []
+
+
+#: what Azure fills in on every listed Flexible member (REST spec virtualMachine.json:
+#: VirtualMachine and VirtualMachineProperties readOnly fields, the scale set reference)
+PLAIN_VM = (
+    *RESOURCE,
+    "etag",
+    "properties.vmId",
+    "properties.provisioningState",
+    "properties.timeCreated",
+    "properties.hardwareProfile.vmSize",
+    "properties.virtualMachineScaleSet.id",
+    "properties.storageProfile.imageReference.exactVersion",
+    "properties.instanceView.statuses[].code",
+    "properties.instanceView.vmHealth.status.code",
+)
+
+
+def test_members_read_as_the_sdk_virtual_machine_model() -> None:
+    e = flexible_arm()
+    for raw in members(e, **{"$expand": "instanceView"}).body["value"]:
+        vm = check(models.VirtualMachine, raw, PLAIN_VM)
+        assert vm.virtual_machine_scale_set.id == e.vmss
+        assert vm.instance_view.platform_update_domain is None
 
 
 def test_expand_needs_the_filter_and_uniform_routes_are_refused() -> None:
@@ -373,3 +399,50 @@ def test_emulate_refuses_a_flexible_set_azure_would_not_create(
     result = run_cli("emulate", "--port", "0", *args)
     assert result.returncode == 2
     assert result.stderr.startswith(message) and len(result.stderr.splitlines()) == 1
+
+
+def test_heat_map_of_a_flexible_set_is_zone_by_fault_domain() -> None:
+    from rich.console import Console
+
+    from vmss_rollout.cli.operate import heat_map
+    from vmss_rollout.engine.model import Instance
+
+    fleet = [Instance(f"flex_0000000{i}", 0, i % 2, zone=str(1 + i // 2)) for i in range(4)]
+    console = Console(width=120, record=True)
+    console.print(heat_map(fleet, flexible=True))
+    text = console.export_text()
+    assert "instances by zone x fault domain" in text and "UD" not in text
+    rows = [line for line in text.splitlines() if "flex_" in line]
+    assert len(rows) == 2  # one row per zone, one column per fault domain
+    assert "flex_00000000" in rows[0] and "flex_00000001" in rows[0]
+
+
+def test_protected_members_by_creation_index_refuse_scale_set_actions() -> None:
+    e = flexible_arm(protected_instances=("1",))
+    docs = members(e).body["value"]
+    shielded = [d["name"] for d in docs if d["properties"].get("protectionPolicy")]
+    assert len(shielded) == 1 and shielded[0] == list(e.arm.ss.instances)[1]
+    refused = e.call("POST", f"{e.vmss}/manualupgrade", {"instanceIds": shielded})
+    assert refused.status == 400 and shielded[0] in refused.body["error"]["message"]
+
+
+def test_uniform_only_scale_set_features_are_refused_on_flexible() -> None:
+    e = flexible_arm()
+    view = e.call("GET", f"{e.vmss}/instanceView")
+    assert view.status == 400 and error_code(view) == "OperationNotAllowed"
+    auto_os = e.write(
+        "PATCH",
+        e.vmss,
+        {
+            "properties": {
+                "upgradePolicy": {"automaticOSUpgradePolicy": {"enableAutomaticOSUpgrade": True}}
+            }
+        },
+    )
+    assert (
+        auto_os.status == 400 and "Automatic OS image upgrades" in auto_os.body["error"]["message"]
+    )
+    overprovision = e.write("PATCH", e.vmss, {"properties": {"overprovision": True}})
+    assert overprovision.status == 400 and "Overprovision" in overprovision.body["error"]["message"]
+    uniform = Arm(scenario=scenario(instances=3))
+    assert uniform.call("GET", f"{uniform.vmss}/instanceView").status == 200
