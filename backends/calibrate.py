@@ -45,11 +45,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..engine.errors import InputError
-from ..engine.journal import Journal, RolloutRecord
 from ..engine.model import Instance
 from ..engine.options import EngineOptions
 from ..sim.distributions import Distribution, Exponential, Fixed, LogNormal, Uniform
 from ..sim.scenario import Scenario, default_scenario, load_scenario_text
+from .journal import Journal, RolloutRecord
 
 __all__ = [
     "DEFAULT_POLL",

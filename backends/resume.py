@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engine.events import EventKind
-from ..engine.journal import Journal, RolloutRecord
 from ..engine.options import EngineOptions
 from ..engine.rollout import Phase, Resumed
+from .journal import Journal, RolloutRecord
 
 #: the engine's ``rollout_started`` detail: "<strategy> over <n> instances: ..."
 _SCOPE = re.compile(r" over (\d+) instances: ")

@@ -17,7 +17,6 @@ from typing import Any, Literal, Protocol
 from ..engine.backend import Backend
 from ..engine.errors import BackendError, InputError
 from ..engine.events import Event, EventKind, StartUpgrade
-from ..engine.journal import Journal, JournalError, RolloutRecord, model_from_dict, model_to_dict
 from ..engine.model import Instance, ModelVersion, ScaleSetModel, UpgradeMode
 from ..engine.options import EngineOptions, Scope
 from ..engine.rollout import (
@@ -28,6 +27,7 @@ from ..engine.rollout import (
 )
 from ..strategies.base import Strategy
 from ..strategies.registry import make, parse_spec, validate
+from .journal import Journal, JournalError, RolloutRecord, model_from_dict, model_to_dict
 from .lease import Lease, LeasedBackend, LeaseLost, holder_alive, holder_id
 from .realtime import PollInterval, run
 from .resume import ResumePoint

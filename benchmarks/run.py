@@ -253,7 +253,7 @@ def calibration_recovery(seeds: int) -> None:
     import tempfile
 
     from vmss_rollout.backends.calibrate import fit, observations, simulated_history
-    from vmss_rollout.engine.journal import Journal
+    from vmss_rollout.backends.journal import Journal
     from vmss_rollout.engine.options import EngineOptions
     from vmss_rollout.sim.distributions import Exponential, Fixed, LogNormal, Uniform
 

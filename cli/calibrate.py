@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..backends.journal import Journal
 from ..engine.errors import BackendError, InputError
-from ..engine.journal import Journal
 from .operate import (
     ArmEndpoint,
     JournalPath,

@@ -22,15 +22,15 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ..engine.errors import InputError
-from ..engine.events import Event, EventKind
-from ..engine.journal import (
+from ..backends.journal import (
     ActiveRolloutError,
     Journal,
     RolloutRecord,
     model_from_dict,
     refuse_live_driver,
 )
+from ..engine.errors import InputError
+from ..engine.events import Event, EventKind
 from ..engine.model import (
     Health,
     Instance,

@@ -30,8 +30,8 @@ from vmss_rollout.backends.calibrate import (
     parse_since,
     simulated_history,
 )
+from vmss_rollout.backends.journal import Journal
 from vmss_rollout.engine.errors import InputError
-from vmss_rollout.engine.journal import Journal
 from vmss_rollout.engine.options import EngineOptions
 from vmss_rollout.sim.distributions import (
     Distribution,

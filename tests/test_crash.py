@@ -31,8 +31,8 @@ pytest.importorskip("uvicorn")
 
 from emulated import FAST, SCENARIO, Emulated
 
+from vmss_rollout.backends.journal import Journal
 from vmss_rollout.emulator.launch import emulator_process
-from vmss_rollout.engine.journal import Journal
 
 N = 20
 CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")

@@ -27,8 +27,8 @@ pytest.importorskip("uvicorn")
 
 from emulated import FAST, RG, SCENARIO, Emulated
 
+from vmss_rollout.backends.journal import Journal
 from vmss_rollout.emulator.launch import emulator_process
-from vmss_rollout.engine.journal import Journal
 from vmss_rollout.sim import load_scenario, run_once
 
 

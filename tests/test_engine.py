@@ -395,14 +395,15 @@ def test_a_scope_value_that_matches_nothing_is_an_input_error(scope: Scope, need
 
 # --------------------------------------------------------------------------- purity
 
-FORBIDDEN = {"simpy", "azure", "time", "asyncio"}
+#: no I/O in the engine: the SQLite journal and the ARM JSON mapping live in backends/
+FORBIDDEN = {"simpy", "azure", "time", "asyncio", "sqlite3"}
 
 
-def test_importing_the_engine_loads_neither_simpy_azure_nor_asyncio() -> None:
+def test_importing_the_engine_loads_neither_simpy_azure_sqlite_nor_asyncio() -> None:
     code = (
         "import sys, vmss_rollout.engine\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "{'simpy', 'azure', 'asyncio'}))"
+        "{'simpy', 'azure', 'asyncio', 'sqlite3', '_sqlite3'}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
@@ -411,7 +412,7 @@ def test_importing_the_engine_loads_neither_simpy_azure_nor_asyncio() -> None:
 
 
 @pytest.mark.parametrize("package", [vmss_rollout.engine, vmss_rollout.strategies])
-def test_engine_source_imports_neither_simpy_azure_time_nor_asyncio(package: object) -> None:
+def test_engine_source_imports_no_io_module(package: object) -> None:
     # `time` is in sys.modules of every interpreter, so check the source itself
     # (strategies too: the engine imports them)
     folder = Path(package.__file__).parent  # type: ignore[attr-defined]

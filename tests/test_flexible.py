@@ -27,9 +27,9 @@ from test_arm import RG as ARM_RG
 from test_arm import SUB, Arm, error_code, scenario
 from test_arm_models import RESOURCE, check
 
+from vmss_rollout.backends.journal import Journal
 from vmss_rollout.emulator.launch import emulator_process
 from vmss_rollout.engine.errors import InputError
-from vmss_rollout.engine.journal import Journal
 from vmss_rollout.sim import load_scenario, run_once
 from vmss_rollout.sim.scenario import Scenario
 

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from vmss_rollout.engine import EngineOptions, Event, EventKind, ImageReference, InputError
-from vmss_rollout.engine.journal import (
+from vmss_rollout.backends.journal import (
     SCHEMA_VERSION,
     ActiveRolloutError,
     Journal,
@@ -27,6 +26,7 @@ from vmss_rollout.engine.journal import (
     model_from_dict,
     model_to_dict,
 )
+from vmss_rollout.engine import EngineOptions, Event, EventKind, ImageReference, InputError
 from vmss_rollout.engine.model import ModelVersion
 from vmss_rollout.engine.options import Amount, Scope
 
@@ -436,7 +436,7 @@ CHILD = textwrap.dedent(
     """
     import sys
     from vmss_rollout.engine import Event, EventKind
-    from vmss_rollout.engine.journal import Journal
+    from vmss_rollout.backends.journal import Journal
 
     path, scale_set = sys.argv[1], sys.argv[2]
     print("ready", flush=True)

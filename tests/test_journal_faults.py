@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from vmss_rollout.engine.errors import InputError
-from vmss_rollout.engine.journal import (
+from vmss_rollout.backends.journal import (
     SCHEMA_VERSION,
     ActiveRolloutError,
     Journal,
     JournalError,
 )
+from vmss_rollout.engine.errors import InputError
 
 SS = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web"
 T0 = 1_795_000_000.0

@@ -26,9 +26,9 @@ pytest.importorskip("uvicorn")
 
 from emulated import FAST, RG, SCENARIO, Emulated
 
+from vmss_rollout.backends.journal import Journal
 from vmss_rollout.backends.lease import TAG, LeaseInfo
 from vmss_rollout.emulator.launch import emulator_process
-from vmss_rollout.engine.journal import Journal
 
 N = 20
 #: resume takes the journal's engine options: only the poll interval

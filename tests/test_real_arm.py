@@ -23,8 +23,8 @@ pytest.importorskip("uvicorn")
 
 from emulated import RG, SCENARIO, Emulated
 
+from vmss_rollout.backends.journal import Journal
 from vmss_rollout.emulator.launch import emulator_process
-from vmss_rollout.engine.journal import Journal
 
 N = 10
 

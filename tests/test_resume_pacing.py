@@ -434,7 +434,7 @@ def kill_at_checkpoint(emu: Any, command: list[str]) -> str:
 
 
 def journal_events(emu: Any, rollout: str) -> list[dict[str, Any]]:
-    from vmss_rollout.engine.journal import Journal
+    from vmss_rollout.backends.journal import Journal
 
     with Journal(emu.journal) as journal:
         assert journal.check()
@@ -459,7 +459,7 @@ def test_resume_continues_the_bake_and_never_repeats_a_checkpoint(emu: Any) -> N
         "--strategy", "batch:size=2", *pacing, *FAST,
     )  # fmt: skip
     kill_at_checkpoint(emu, upgrade)
-    from vmss_rollout.engine.journal import Journal
+    from vmss_rollout.backends.journal import Journal
 
     with Journal(emu.journal) as journal:
         rollout = journal.history(None, limit=1)[0].id

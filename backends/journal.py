@@ -54,10 +54,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
-from .events import Event, EventKind
-from .model import ImageReference, ModelVersion
-from .rollout import Phase
+from ..engine.errors import InputError
+from ..engine.events import Event, EventKind
+from ..engine.model import ImageReference, ModelVersion
+from ..engine.rollout import Phase
 
 __all__ = [
     "SCHEMA_VERSION",
