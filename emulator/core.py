@@ -175,7 +175,10 @@ class ArmEmulator(ScaleSetsMixin, IdentityMixin):
         self.faults = Faults()
         self.set_faults(faults or Faults.from_scenario(scenario))
         self.etag = 1
-        self.unique_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"vmss-rollout:{self.name}"))
+        #: re-creations under the same name (POST /_emulator/restore-scale-set
+        #: {"recreate": true}); each gives the scale set another uniqueId
+        self.generation = 0
+        self.unique_id = self._unique_id()
         self.doc = self._initial_doc()
         self._apply_policy(self.doc)
         self.tokens = {}
@@ -195,6 +198,20 @@ class ArmEmulator(ScaleSetsMixin, IdentityMixin):
         self.deleted = False
         self.counts = {}
         self.status_counts = {}
+
+    def _unique_id(self) -> str:
+        # deterministic per (name, re-creation): a seed reproduces an emulator run
+        key = f"vmss-rollout:{self.name}" + (f":{self.generation}" if self.generation else "")
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, key))
+
+    def recreate(self) -> None:
+        """The scale set deleted and created again under the same name: Azure gives
+        the new resource another ``uniqueId`` ("Specifies the ID which uniquely
+        identifies a Virtual Machine Scale Set", VirtualMachineScaleSetProperties in
+        the 2024-11-01 REST spec; the name and resource id are reused). The emulator
+        keeps the instances and the model: only the resource's identity changes."""
+        self.generation += 1
+        self.unique_id = self._unique_id()
 
     @staticmethod
     def _check_api_version(request: Request) -> str:

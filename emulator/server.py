@@ -279,7 +279,9 @@ def create_app(arm: ArmEmulator) -> DroppingApp:
     def restore_scale_set(request: HttpRequest, body: Any) -> Any:
         arm.advance()
         arm.deleted = False
-        return {"deleted": False}
+        if isinstance(body, dict) and body.get("recreate"):
+            arm.recreate()
+        return {"deleted": False, "uniqueId": arm.unique_id}
 
     routes = [
         Route(IDENTITY_PATH, identity, methods=["GET", "POST"]),

@@ -13,7 +13,6 @@ asked to upgrade twice.
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -312,13 +311,10 @@ def test_resume_refuses_a_scale_set_re_created_under_the_same_name(emu: Emulated
             "uniqueId"
         ]
     assert journaled and journaled == live
-    # The emulator's delete-scale-set/restore-scale-set keep the uniqueId (not a
-    # re-creation), so the re-created scale set is the journal's record of another
-    # one: what `resume` sees after a delete and a create under the same name.
-    db = sqlite3.connect(emu.journal)
-    db.execute("UPDATE rollouts SET unique_id = ? WHERE id = ?", ("0" * 36, rollout))
-    db.commit()
-    db.close()
+    # deleted and created again under the same name: another uniqueId
+    emu.admin("delete-scale-set", {})
+    recreated = emu.admin("restore-scale-set", {"recreate": True})["uniqueId"]
+    assert recreated != journaled
     before = emu.writes()
     resumed = emu.cli("resume", rollout, "--yes", *POLL)
     assert resumed.returncode == 2
