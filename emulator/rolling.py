@@ -252,7 +252,13 @@ class RollingMixin(OperationsMixin):
                     "type": f"{VMSS_TYPE}/rollingUpgrades",
                     "location": self.location,
                     "properties": {
-                        "runningStatus": status["runningStatus"],
+                        # UpgradeOperationHistoryStatus: code, startTime, endTime (REST
+                        # spec 2024-11-01, UpgradeOperationHistoricalStatusInfoProperties)
+                        "runningStatus": {
+                            "code": status["runningStatus"]["code"],
+                            "startTime": self.iso(run.start),
+                            **({"endTime": self.iso(run.end)} if run.end is not None else {}),
+                        },
                         "progress": status["progress"],
                         "error": status.get("error"),
                         "startedBy": "User",

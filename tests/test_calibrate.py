@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -461,8 +462,9 @@ def test_calibrate_from_a_real_upgrade_through_the_emulator(emu: Emulated) -> No
 def test_without_history_azures_records_stand_in(tmp_path: Path) -> None:
     """A platform rolling upgrade (azure-rolling on a Rolling scale set), then
     calibrate with an empty journal: Azure's records (osUpgradeHistory, read
-    through the real SDK) give the failure rate; the emulator's history entries
-    carry no endTime (see the report), so the time is counted, not fitted."""
+    through the real SDK, with startTime and endTime as the REST spec's
+    UpgradeOperationHistoryStatus has them) give a fixed time per instance and
+    the failure rate."""
     scenario = tmp_path / "rolling.toml"
     scenario.write_text(
         SCENARIO.format(instances=10).replace(
@@ -477,7 +479,11 @@ def test_without_history_azures_records_stand_in(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         run = calibrate(emu, "--journal", str(tmp_path / "empty.sqlite"))
     assert run.returncode == 0, run.stderr
-    assert "of 10 instances with no end time: counted, not timed" in run.stdout
+    assert re.search(
+        r"# Azure: a rolling upgrade of 10 instances took \d+s in 5 batches", run.stdout
+    )
     assert "upgrade failure from Azure's records: 0 of 10 instances failed" in run.stdout
-    assert "# upgrade time: no history at all; the default" in run.stdout
+    assert "# upgrade time: no journaled history; Azure's own coarse figure" in run.stdout
+    # the fitted upgrade time is that figure: fixed, from the history's duration
+    assert 'upgrade = "fixed(' in run.stdout
     assert load_scenario_text(run.stdout).upgrade_policy == "Rolling"
