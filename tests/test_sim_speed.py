@@ -93,3 +93,37 @@ def test_start_up_imports_no_simpy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+_HELP_CHILD = """
+import contextlib, io, sys
+sys.argv = ["vmss-rollout", "--help"]
+from vmss_rollout.cli.app import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        main()
+    except SystemExit:
+        pass
+print(sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[1:])))
+print(sorted(m for m in ("importlib.metadata", "simpy") if m in sys.modules))
+print(out.getvalue())
+"""
+
+
+def test_help_lists_every_command_and_imports_nothing_heavy() -> None:
+    """``vmss-rollout --help`` (issue 13: under 0.3 s) lists every command from
+    its docstring, without importing the simulator, the strategies' entry points
+    (importlib.metadata) or any optional extra."""
+    heavy = ["simpy", "azure", "starlette", "uvicorn", "matplotlib", "dask", "distributed"]
+    heavy += ["hypothesis", "multiprocessing", "concurrent"]
+    out = subprocess.run(
+        [sys.executable, "-c", _HELP_CHILD, *heavy], capture_output=True, text=True, check=True
+    ).stdout
+    packages, modules, help_text = out.split("\n", 2)
+    assert packages == "[]" and modules == "[]", out
+    from vmss_rollout.cli.app import _COMMANDS
+
+    for name, function in _COMMANDS.items():
+        summary = (function.__doc__ or "").split("\n")[0].split(".")[0]
+        assert f" {name} " in help_text and summary[:30] in help_text, name
