@@ -29,6 +29,7 @@ import importlib
 import math
 import os
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -244,13 +245,10 @@ def _run_on_pool(workers: int, studies: Sequence[Study], collect: _Collect) -> N
     chunks = plan_chunks(studies, workers)
     if not chunks:
         return
-    # spawn: the same behaviour on every OS, and safe with threads in this
-    # process (rich's progress bar refreshes from one)
     # imported here: the CLI's start-up (``--help``) does not need them
-    import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    context = multiprocessing.get_context("spawn")
+    context = _pool_context()
     executor = ProcessPoolExecutor(
         max_workers=min(workers, len(chunks)), mp_context=context, initializer=_worker_init
     )
@@ -266,6 +264,35 @@ def _run_on_pool(workers: int, studies: Sequence[Study], collect: _Collect) -> N
         executor.shutdown(wait=False, cancel_futures=True)
         raise
     executor.shutdown(wait=True)
+
+
+#: what the fork server imports once, before it forks the workers (and the CLI,
+#: when it is what runs: :func:`_pool_context`)
+FORKSERVER_PRELOAD = [__name__, "vmss_rollout.strategies.builtin", "simpy", "importlib.metadata"]
+_CLI = "vmss_rollout.cli.app"
+
+
+def _pool_context() -> Any:
+    """Where the pool's workers come from. Not a fork of this process: it may
+    run threads (rich's progress bar refreshes from one), and forking a
+    threaded process is unsafe. A fork server where the OS has one (Linux,
+    macOS): a single-threaded process started once per parent, which imports
+    the simulator once (:data:`FORKSERVER_PRELOAD`) and forks each worker from
+    itself. A worker still runs the parent's ``__main__`` again, as with spawn
+    (Python 3.11-3.13's fork server does not preload it: its ``main_path`` is
+    never filled in, ``multiprocessing/forkserver.py``); for the ``vmss-rollout``
+    script that is one import of the CLI, which the server has made already.
+    With spawn (Windows) every worker is a fresh interpreter that imports all of
+    it, typer and rich included: about 0.2 s of CPU per worker.
+    https://docs.python.org/3/library/multiprocessing.html#contexts-and-start-methods"""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    cli = [_CLI] if _CLI in sys.modules else []
+    context.set_forkserver_preload([*FORKSERVER_PRELOAD, *cli])
+    return context
 
 
 def _worker_init() -> None:
