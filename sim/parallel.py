@@ -30,6 +30,7 @@ import math
 import os
 import signal
 import sys
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -252,14 +253,27 @@ def _run_on_pool(workers: int, studies: Sequence[Study], collect: _Collect) -> N
     executor = ProcessPoolExecutor(
         max_workers=min(workers, len(chunks)), mp_context=context, initializer=_worker_init
     )
+    # The workers get chunks from the front, two each at a time. Until the first
+    # of them comes back (the pool is starting: about 0.1-0.2 s for a fork
+    # server, more for spawn), this process runs chunks from the back itself;
+    # then it only waits, so it never holds the last chunk. Where a chunk runs
+    # changes no result (collect puts it in its place).
+    queue = deque(chunks)
+    pending: set[Future[tuple[int, int, list[RunResult]]]] = set()
+    starting = True
     try:
-        pending: set[Future[tuple[int, int, list[RunResult]]]] = {
-            executor.submit(run_chunk, chunk) for chunk in chunks
-        }
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+        while queue or pending:
+            while queue and len(pending) < 2 * workers:
+                pending.add(executor.submit(run_chunk, queue.popleft()))
+            helping = starting and len(queue) > 0
+            finished, pending = wait(
+                pending, timeout=0 if helping else None, return_when=FIRST_COMPLETED
+            )
+            starting = starting and not finished
             for future in finished:
                 collect(*future.result())
+            if helping and starting:
+                collect(*run_chunk(queue.pop()))
     except BaseException:
         executor.shutdown(wait=False, cancel_futures=True)
         raise

@@ -163,3 +163,30 @@ def test_pool_workers_start_with_the_simulator_imported(tmp_path: Path) -> None:
     assert out.strip() == "[true, true]", out
     workers = marker.read_text().split()
     assert workers and set(workers) == {"True"}, workers
+
+
+def test_the_parent_runs_chunks_while_the_pool_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until the first worker's chunk comes back, this process runs chunks from
+    the back of the queue itself (the pool's start-up is otherwise idle time),
+    and the results are those of a serial run."""
+    import functools
+
+    from vmss_rollout.sim import parallel
+
+    here: list[int] = []
+    original = parallel.run_chunk
+
+    @functools.wraps(original)  # the same qualified name: still pickled by reference
+    def counting(chunk: parallel.Chunk) -> tuple[int, int, list[object]]:
+        here.append(chunk.start)
+        return original(chunk)  # type: ignore[return-value]
+
+    scenario = Scenario(instances=20, runs=400)
+    serial = parallel.run_study(scenario, "batch", workers=1)
+    monkeypatch.setattr(parallel, "run_chunk", counting)
+    here.clear()
+    pooled = parallel.run_study(scenario, "batch", workers=2)
+    assert pooled == serial
+    chunks = parallel.plan_chunks([parallel.Study(scenario, "batch", 400, scenario.seed)], 2)
+    assert 1 <= len(here) < len(chunks)
+    assert here[0] == chunks[-1].start  # from the back: the workers take the front
