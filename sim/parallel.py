@@ -68,8 +68,13 @@ Progress = Callable[[int, int], None]
 #: a spawned pool about 0.12 s to start (fresh interpreters importing simpy and
 #: vmss_rollout); two workers broke even near 3 000 instance-runs (0.25 s of
 #: work) and won from there (4 000: 0.33 s serial, 0.27 s; 8 000: 0.67 s, 0.45 s).
-#: Since issue 13 a run costs about 40-50 us per instance, which moves the break
-#: even towards 6 000 instance-runs; the threshold was left where it was.
+#: Since issue 13 a run costs about 40-50 us per instance, which would move the
+#: break even towards 6 000; but workers now fork from a fork server instead of
+#: each importing everything, and this process runs chunks while they start
+#: (:func:`_run_on_pool`), which moves it back. Left at 5 000: on the shared
+#: machine (load 3-5 on 2 cores) a pool lost to a serial run even at 20 000
+#: instance-runs (the default ``compare``: 1.9-2.7 s vs 1.1-1.8 s), because the
+#: second core was not free; measuring the break even needs an idle machine.
 #: ``workers=N`` given explicitly always uses N workers.
 SERIAL_THRESHOLD = 5_000
 #: chunks per worker slot: enough to balance uneven runs, few enough to keep
