@@ -190,3 +190,17 @@ def test_the_parent_runs_chunks_while_the_pool_starts(monkeypatch: pytest.Monkey
     chunks = parallel.plan_chunks([parallel.Study(scenario, "batch", 400, scenario.seed)], 2)
     assert 1 <= len(here) < len(chunks)
     assert here[0] == chunks[-1].start  # from the back: the workers take the front
+
+
+def test_commands_built_on_demand_still_suggest_a_near_name() -> None:
+    """The root group builds a command only when it is asked for, so typer's
+    "Did you mean" (which looks at the commands built) is given the names of
+    every command."""
+    from typer.testing import CliRunner
+
+    from vmss_rollout.cli.app import app
+
+    result = CliRunner().invoke(app, ["compar"])
+    assert result.exit_code == 2
+    assert "No such command 'compar'. Did you mean 'compare'?" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
