@@ -7,24 +7,19 @@ render it (``output.py``). Errors are handled once, in :class:`_Group`.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
 from ..engine.errors import BackendError, InputError
-from ..engine.model import Instance
-from ..engine.options import Amount, parse_duration
-from ..sim.parallel import Study, run_studies, run_study
-from ..sim.runner import RunResult, build, derive_seed, run_once, summarize
-from ..sim.scenario import Scenario, load_scenario
-from ..strategies import registry
-from . import operate, output, plotting
+from . import operate, output
 from .calibrate import calibrate
 from .emulate import emulate
 from .options import (
@@ -66,6 +61,15 @@ from .options import (
     scenario_file,
 )
 from .sweep import study_progress, sweep
+
+if TYPE_CHECKING:
+    from ..engine.model import Instance
+    from ..sim.runner import RunResult
+    from ..sim.scenario import Scenario
+
+# The simulator, the strategies' registry and the charts are imported inside the
+# commands that use them, and a command's options are built only when it runs or
+# shows its own help (:class:`_MainGroup`): ``vmss-rollout --help`` needs neither.
 
 EXIT_OK = 0
 EXIT_VIOLATION = 1
@@ -115,6 +119,78 @@ class _Group(TyperGroup):
             raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
+#: the commands of ``vmss-rollout``, by name, in the order ``--help`` lists them
+#: (:func:`_command`)
+_COMMANDS: dict[str, Callable[..., Any]] = {}
+
+
+def _command(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Register ``function`` as a command of ``vmss-rollout`` (as ``app.command()``
+    does, named as typer names it), built by :class:`_MainGroup` when first needed."""
+    _COMMANDS[typer.main.get_command_name(function.__name__)] = function
+    return function
+
+
+class _MainGroup(_Group):
+    """``vmss-rollout`` itself. Typer builds every command's options from its
+    signature up front (about 40 ms for these commands); here a command is built
+    when it runs or shows its help, and the root's ``--help`` lists each one from
+    its docstring alone. Commands registered with ``app.command()`` work as usual."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._listing = False
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
+        built = super().list_commands(ctx)
+        return [*(name for name in _COMMANDS if name not in built), *built]
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:  # type: ignore[override]
+        command = self.commands.get(cmd_name)
+        function = _COMMANDS.get(cmd_name)
+        if command is not None or function is None:
+            return command
+        if self._listing:  # the root's help: a name and a summary
+            summary = TyperCommand(
+                cmd_name, help=inspect.getdoc(function), rich_markup_mode=self.rich_markup_mode
+            )
+            output.tidy_help(summary)
+            return summary
+        command = typer.main.get_command_from_info(
+            typer.models.CommandInfo(callback=function),
+            pretty_exceptions_short=app.pretty_exceptions_short,
+            rich_markup_mode=self.rich_markup_mode,
+        )
+        output.tidy_help(command)
+        self.commands[cmd_name] = command
+        return command
+
+    def resolve_command(  # type: ignore[override]
+        self, ctx: typer.Context, args: list[str]
+    ) -> tuple[str | None, Any, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except typer.TyperException as exc:
+            message = getattr(exc, "message", "")
+            if args and "Did you mean" not in message:
+                import difflib
+
+                matches = difflib.get_close_matches(args[0], self.list_commands(ctx))
+                if matches:
+                    exc.message = (
+                        f"{message.rstrip('.')}. Did you mean "
+                        f"{', '.join(repr(m) for m in matches)}?"
+                    )
+            raise
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:  # type: ignore[override]
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
 def _fail(ctx: typer.Context, exc: Exception, code: int, message: str | None = None) -> None:
     if ctx.meta.get(DEBUG_KEY):
         traceback.print_exception(exc, file=sys.stderr)
@@ -124,7 +200,7 @@ def _fail(ctx: typer.Context, exc: Exception, code: int, message: str | None = N
 
 app = typer.Typer(
     name="vmss-rollout",
-    cls=_Group,
+    cls=_MainGroup,
     epilog=EPILOG,
     no_args_is_help=True,
     add_completion=True,
@@ -166,6 +242,8 @@ def _root(
 def _scenario(path: str | None, flags: Mapping[str, Any]) -> Scenario:
     """The scenario file (or the built-in one) with a command's scenario-override
     and engine-option flags (its parameters, e.g. ``locals()``) applied."""
+    from ..sim.scenario import load_scenario
+
     scenario = load_scenario(scenario_file(path, flags.get("scenario_arg")))
     overrides = {key: flags.get(param) for param, key in SCENARIO_PARAMS.items()}
     scenario = apply_scenario_overrides(scenario, overrides)
@@ -178,6 +256,8 @@ def _scenario(path: str | None, flags: Mapping[str, Any]) -> Scenario:
 
 def _fleet(scenario: Scenario) -> list[Instance]:
     """The instances the scenario's simulated scale set starts with."""
+    from ..sim.runner import build
+
     _, scale_set = build(scenario, 0)
     return scale_set.read()[1]
 
@@ -188,6 +268,8 @@ def _check_plan(
     """The spec checked against the scenario's fleet exactly as ``upgrade``
     checks it against a live one (:func:`registry.validate`): its guarantee and
     what it resolves to on the scope (:func:`registry.resolved_spec`)."""
+    from ..strategies import registry
+
     instances = _fleet(scenario) if instances is None else instances
     strategy = registry.validate(spec, instances, scenario.engine.scope)
     scope = registry.in_scope(instances, scenario.engine.scope)
@@ -230,7 +312,7 @@ def _progress(message: str) -> Iterator[None]:
 # --------------------------------------------------------------------------- strategies
 
 
-@app.command()
+@_command
 def strategies(
     output_: output.OutputFormat = None,
     query: output.Query = None,
@@ -243,6 +325,8 @@ def strategies(
     `--strategy batch:size=5` or `--strategy window:max-unavailable=10%`.
     Third-party strategies installed as plugins are listed too.
     """
+    from ..strategies import registry
+
     output.check_output(output_, json, query)
     described = registry.describe()
     output.emit(
@@ -290,6 +374,8 @@ def _write_charts(
     title: str,
 ) -> None:
     """--plot and --report: write them and say so on stderr."""
+    from . import plotting
+
     with _progress("drawing"):
         written = plotting.write_charts(
             scenario, studies, summaries, plot_path=plot, report_path=report, title=title
@@ -301,7 +387,7 @@ def _write_charts(
 # --------------------------------------------------------------------------- simulate
 
 
-@app.command()
+@_command
 def simulate(
     scenario_arg: ScenarioPath = None,
     scenario_path: ScenarioFile = None,
@@ -366,6 +452,10 @@ def simulate(
     degraded time (below demand) and capacity loss as mean, p50, p95, min and
     max over the runs, plus halted runs and the strategy's guarantee.
     """
+    from ..sim.parallel import run_study
+    from ..sim.runner import derive_seed, run_once, summarize
+    from . import plotting
+
     output.check_output(output_, json, query)
     scenario = _scenario(scenario_path, locals())
     chosen = strategy if strategy is not None else scenario.strategy
@@ -401,7 +491,7 @@ def simulate(
 # --------------------------------------------------------------------------- compare
 
 
-@app.command()
+@_command
 def compare(
     scenario_arg: ScenarioPath = None,
     scenario_path: ScenarioFile = None,
@@ -455,6 +545,10 @@ def compare(
     all-at-once on the built-in scenario. Every strategy sees the same random
     draws (same seeds), so differences come from the strategy alone.
     """
+    from ..sim.parallel import Study, run_studies
+    from ..sim.runner import summarize
+    from . import plotting
+
     output.check_output(output_, json, query)
     scenario = _scenario(scenario_path, locals())
     specs = [s.strip() for s in strategy] if strategy else list(COMPARE_DEFAULTS)
@@ -499,6 +593,8 @@ def compare(
 def _scope_text(scenario: Scenario, instances: Sequence[Instance]) -> str:
     """The rollout's scope in words: ``all 20 instances`` or ``8 of 20 instances
     (update domains 0,1)``."""
+    from ..strategies import registry
+
     scope = scenario.engine.scope
     if scope.is_everything:
         return f"all {len(instances)} instances"
@@ -519,7 +615,7 @@ def _scope_text(scenario: Scenario, instances: Sequence[Instance]) -> str:
 # --------------------------------------------------------------------------- verify
 
 
-@app.command()
+@_command
 def verify(
     strategy: Annotated[
         str,
@@ -595,6 +691,9 @@ def verify(
     header comment names it): save it and run `vmss-rollout simulate --scenario FILE`.
     Needs the optional dependency: pip install "vmss-rollout\\[verify]".
     """
+    from ..engine.options import Amount, parse_duration
+    from ..strategies import registry
+
     spec = strategy.strip()
     registry.make(spec)  # a bad spec is an input error, not a violation
     min_amount = (
@@ -652,11 +751,11 @@ def _is_hypothesis(exc: ImportError) -> bool:
 
 # --------------------------------------------------------------------------- real scale sets
 
-for _command in operate.COMMANDS:
-    app.command()(_command)
-app.command()(calibrate)
-app.command()(emulate)
-app.command()(sweep)
+for _operator_command in operate.COMMANDS:
+    _command(_operator_command)
+_command(calibrate)
+_command(emulate)
+_command(sweep)
 
 
 def main() -> None:

@@ -29,6 +29,8 @@ import importlib
 import math
 import os
 import signal
+import sys
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -66,8 +68,13 @@ Progress = Callable[[int, int], None]
 #: a spawned pool about 0.12 s to start (fresh interpreters importing simpy and
 #: vmss_rollout); two workers broke even near 3 000 instance-runs (0.25 s of
 #: work) and won from there (4 000: 0.33 s serial, 0.27 s; 8 000: 0.67 s, 0.45 s).
-#: Since issue 13 a run costs about 40-50 us per instance, which moves the break
-#: even towards 6 000 instance-runs; the threshold was left where it was.
+#: Since issue 13 a run costs about 40-50 us per instance, which would move the
+#: break even towards 6 000; but workers now fork from a fork server instead of
+#: each importing everything, and this process runs chunks while they start
+#: (:func:`_run_on_pool`), which moves it back. Left at 5 000: on the shared
+#: machine (load 3-5 on 2 cores) a pool lost to a serial run even at 20 000
+#: instance-runs (the default ``compare``: 1.9-2.7 s vs 1.1-1.8 s), because the
+#: second core was not free; measuring the break even needs an idle machine.
 #: ``workers=N`` given explicitly always uses N workers.
 SERIAL_THRESHOLD = 5_000
 #: chunks per worker slot: enough to balance uneven runs, few enough to keep
@@ -244,28 +251,67 @@ def _run_on_pool(workers: int, studies: Sequence[Study], collect: _Collect) -> N
     chunks = plan_chunks(studies, workers)
     if not chunks:
         return
-    # spawn: the same behaviour on every OS, and safe with threads in this
-    # process (rich's progress bar refreshes from one)
     # imported here: the CLI's start-up (``--help``) does not need them
-    import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    context = multiprocessing.get_context("spawn")
+    context = _pool_context()
     executor = ProcessPoolExecutor(
         max_workers=min(workers, len(chunks)), mp_context=context, initializer=_worker_init
     )
+    # The workers get chunks from the front, two each at a time. Until the first
+    # of them comes back (the pool is starting: about 0.1-0.2 s for a fork
+    # server, more for spawn), this process runs chunks from the back itself;
+    # then it only waits, so it never holds the last chunk. Where a chunk runs
+    # changes no result (collect puts it in its place).
+    queue = deque(chunks)
+    pending: set[Future[tuple[int, int, list[RunResult]]]] = set()
+    starting = True
     try:
-        pending: set[Future[tuple[int, int, list[RunResult]]]] = {
-            executor.submit(run_chunk, chunk) for chunk in chunks
-        }
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+        while queue or pending:
+            while queue and len(pending) < 2 * workers:
+                pending.add(executor.submit(run_chunk, queue.popleft()))
+            helping = starting and len(queue) > 0
+            finished, pending = wait(
+                pending, timeout=0 if helping else None, return_when=FIRST_COMPLETED
+            )
+            starting = starting and not finished
             for future in finished:
                 collect(*future.result())
+            if helping and starting:
+                collect(*run_chunk(queue.pop()))
     except BaseException:
         executor.shutdown(wait=False, cancel_futures=True)
         raise
     executor.shutdown(wait=True)
+
+
+#: what the fork server imports once, before it forks the workers (and the CLI,
+#: when it is what runs: :func:`_pool_context`)
+FORKSERVER_PRELOAD = [__name__, "vmss_rollout.strategies.builtin", "simpy", "importlib.metadata"]
+_CLI = "vmss_rollout.cli.app"
+
+
+def _pool_context() -> Any:
+    """Where the pool's workers come from. Not a fork of this process: it may
+    run threads (rich's progress bar refreshes from one), and forking a
+    threaded process is unsafe. A fork server where the OS has one (Linux,
+    macOS): a single-threaded process started once per parent, which imports
+    the simulator once (:data:`FORKSERVER_PRELOAD`) and forks each worker from
+    itself. A worker still runs the parent's ``__main__`` again, as with spawn
+    (Python 3.11-3.13's fork server does not preload it: its ``main_path`` is
+    never filled in, ``multiprocessing/forkserver.py``); for the ``vmss-rollout``
+    script that is one import of the CLI, which the server has made already.
+    With spawn (Windows) every worker is a fresh interpreter that imports all of
+    it, typer and rich included: about 0.2 s of CPU per worker.
+    https://docs.python.org/3/library/multiprocessing.html#contexts-and-start-methods"""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    cli = [_CLI] if _CLI in sys.modules else []
+    context.set_forkserver_preload([*FORKSERVER_PRELOAD, *cli])
+    return context
 
 
 def _worker_init() -> None:

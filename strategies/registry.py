@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from functools import cache
-from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any
 
 from ..engine.errors import InputError, StrategyLoadError
 from .base import InstanceInfo, Strategy
 
 if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
     from ..engine.model import Instance, ModelVersion
     from ..engine.options import Scope
 
@@ -35,6 +36,9 @@ def _is_own(ep: EntryPoint) -> bool:
 
 @cache
 def _entry_points(autoload: bool) -> dict[str, EntryPoint]:
+    # imported here: importlib.metadata costs about 15 ms, which ``--help`` does not need
+    from importlib.metadata import entry_points
+
     found: dict[str, EntryPoint] = {}
     for ep in entry_points(group=GROUP):
         if not autoload and not _is_own(ep):
@@ -53,24 +57,38 @@ def available() -> dict[str, EntryPoint]:
 
 def load(name: str) -> Any:
     """The strategy class registered as ``name``."""
-    eps = available()
+    eps = _entry_points(not os.environ.get(DISABLE_ENV))
     ep = eps.get(name)
     if ep is None:
         raise StrategyLoadError(
-            f"unknown strategy {name!r} (installed: {', '.join(eps) or 'none'})"
+            f"unknown strategy {name!r} (installed: {', '.join(sorted(eps)) or 'none'})"
         )
-    where = f"entry point {ep.name} = {ep.value}"
-    if ep.dist is not None:
-        where += f" in package {ep.dist.metadata['Name']}"
+    return _load(ep)
+
+
+@cache
+def _load(ep: EntryPoint) -> Any:
+    """The class behind ``ep``, loaded once: ``make`` runs for every simulated run,
+    and reading the distribution's metadata costs more than a small rollout.
+    A failure is not cached (it raises again, with the same message)."""
     try:
         cls = ep.load()
     except Exception as exc:  # a broken plugin must not take the CLI down with a traceback
-        raise StrategyLoadError(f"strategy {name!r} failed to load ({where}): {exc}") from None
+        raise StrategyLoadError(
+            f"strategy {ep.name!r} failed to load ({_where(ep)}): {exc}"
+        ) from None
     if not hasattr(cls, "from_params") or not callable(cls.from_params):
         raise StrategyLoadError(
-            f"strategy {name!r} ({where}) has no from_params(params) classmethod"
+            f"strategy {ep.name!r} ({_where(ep)}) has no from_params(params) classmethod"
         )
     return cls
+
+
+def _where(ep: EntryPoint) -> str:
+    where = f"entry point {ep.name} = {ep.value}"
+    if ep.dist is not None:
+        where += f" in package {ep.dist.metadata['Name']}"
+    return where
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:

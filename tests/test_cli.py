@@ -433,13 +433,13 @@ def test_verify_outage_bound_all_at_once_is_infeasible_by_construction() -> None
 
 
 def test_backend_error_exits_3(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vmss_rollout.cli import app as app_module
     from vmss_rollout.engine.errors import BackendError
+    from vmss_rollout.sim import parallel  # the commands import it when they run
 
     def broken(*args: object, **kwargs: object) -> None:
         raise BackendError("scale set vanished")
 
-    monkeypatch.setattr(app_module, "run_study", broken)
+    monkeypatch.setattr(parallel, "run_study", broken)
     result = run("simulate", *SMALL)
     assert result.exit_code == 3
     assert result.stderr.strip() == "error: scale set vanished"
@@ -447,12 +447,12 @@ def test_backend_error_exits_3(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vmss_rollout.cli import app as app_module
+    from vmss_rollout.sim import parallel  # the commands import it when they run
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(app_module, "run_studies", interrupted)
+    monkeypatch.setattr(parallel, "run_studies", interrupted)
     result = run("compare", *SMALL)
     assert result.exit_code == 130
     assert "Traceback" not in result.output

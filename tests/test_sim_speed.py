@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,113 @@ def test_start_up_imports_no_simpy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+_HELP_CHILD = """
+import contextlib, io, sys
+sys.argv = ["vmss-rollout", "--help"]
+from vmss_rollout.cli.app import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        main()
+    except SystemExit:
+        pass
+print(sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[1:])))
+print(sorted(m for m in ("importlib.metadata", "simpy") if m in sys.modules))
+print(out.getvalue())
+"""
+
+
+def test_help_lists_every_command_and_imports_nothing_heavy() -> None:
+    """``vmss-rollout --help`` (issue 13: under 0.3 s) lists every command from
+    its docstring, without importing the simulator, the strategies' entry points
+    (importlib.metadata) or any optional extra."""
+    heavy = ["simpy", "azure", "starlette", "uvicorn", "matplotlib", "dask", "distributed"]
+    heavy += ["hypothesis", "multiprocessing", "concurrent"]
+    out = subprocess.run(
+        [sys.executable, "-c", _HELP_CHILD, *heavy], capture_output=True, text=True, check=True
+    ).stdout
+    packages, modules, help_text = out.split("\n", 2)
+    assert packages == "[]" and modules == "[]", out
+    from vmss_rollout.cli.app import _COMMANDS
+
+    for name, function in _COMMANDS.items():
+        summary = (function.__doc__ or "").split("\n")[0].split(".")[0]
+        assert f" {name} " in help_text and summary[:30] in help_text, name
+
+
+_POOL_MAIN = """
+import json, sys
+if __name__ != "__main__":  # a worker runs the parent's script again: what is imported?
+    with open({marker!r}, "a") as marker:
+        marker.write(str("vmss_rollout.sim.runner" in sys.modules) + "\\n")
+from vmss_rollout.sim.parallel import run_study
+from vmss_rollout.sim.scenario import Scenario
+if __name__ == "__main__":
+    scenario = Scenario(instances=40, runs=100)  # 4 chunks (MIN_CHUNK_COST)
+    pooled = run_study(scenario, "window", workers=3)
+    serial = run_study(scenario, "window", workers=1)
+    print(json.dumps([pooled == serial, "simpy" in sys.modules]))
+"""
+
+
+@pytest.mark.skipif(
+    "forkserver" not in __import__("multiprocessing").get_all_start_methods(),
+    reason="no fork server on this OS: spawn (and its start-up) is what there is",
+)
+def test_pool_workers_start_with_the_simulator_imported(tmp_path: Path) -> None:
+    """The pool's workers are forked from a server that imported the simulator
+    once: a worker does not import it again (a spawned one did, and with the
+    ``vmss-rollout`` script the whole CLI: about 0.2 s of CPU per worker), and no
+    result changes."""
+    marker = tmp_path / "marker"
+    script = tmp_path / "main.py"
+    script.write_text(_POOL_MAIN.format(marker=str(marker)))
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=True, cwd=tmp_path
+    ).stdout
+    assert out.strip() == "[true, true]", out
+    workers = marker.read_text().split()
+    assert workers and set(workers) == {"True"}, workers
+
+
+def test_the_parent_runs_chunks_while_the_pool_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until the first worker's chunk comes back, this process runs chunks from
+    the back of the queue itself (the pool's start-up is otherwise idle time),
+    and the results are those of a serial run."""
+    import functools
+
+    from vmss_rollout.sim import parallel
+
+    here: list[int] = []
+    original = parallel.run_chunk
+
+    @functools.wraps(original)  # the same qualified name: still pickled by reference
+    def counting(chunk: parallel.Chunk) -> tuple[int, int, list[object]]:
+        here.append(chunk.start)
+        return original(chunk)  # type: ignore[return-value]
+
+    scenario = Scenario(instances=20, runs=400)
+    serial = parallel.run_study(scenario, "batch", workers=1)
+    monkeypatch.setattr(parallel, "run_chunk", counting)
+    here.clear()
+    pooled = parallel.run_study(scenario, "batch", workers=2)
+    assert pooled == serial
+    chunks = parallel.plan_chunks([parallel.Study(scenario, "batch", 400, scenario.seed)], 2)
+    assert 1 <= len(here) < len(chunks)
+    assert here[0] == chunks[-1].start  # from the back: the workers take the front
+
+
+def test_commands_built_on_demand_still_suggest_a_near_name() -> None:
+    """The root group builds a command only when it is asked for, so typer's
+    "Did you mean" (which looks at the commands built) is given the names of
+    every command."""
+    from typer.testing import CliRunner
+
+    from vmss_rollout.cli.app import app
+
+    result = CliRunner().invoke(app, ["compar"])
+    assert result.exit_code == 2
+    assert "No such command 'compar'. Did you mean 'compare'?" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
