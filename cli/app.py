@@ -24,7 +24,7 @@ from ..sim.parallel import Study, run_studies, run_study
 from ..sim.runner import RunResult, build, derive_seed, run_once, summarize
 from ..sim.scenario import Scenario, load_scenario
 from ..strategies import registry
-from . import operate, output, plotting
+from . import fleet, operate, output, plotting
 from .emulate import emulate
 from .options import (
     DEBUG_KEY,
@@ -653,6 +653,7 @@ def _is_hypothesis(exc: ImportError) -> bool:
 
 for _command in operate.COMMANDS:
     app.command()(_command)
+app.command()(fleet.scale)
 app.command()(emulate)
 app.command()(sweep)
 
