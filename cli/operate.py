@@ -476,9 +476,9 @@ def plan(
     debug: Debug = False,
 ) -> None:
     """Read the live topology, print the waves in order and predict duration,
-    halts, lowest serving against demand, degraded time and failed instances by
-    simulating them, with the timings assumed and where they came from. Changes
-    nothing."""
+    lowest serving capacity and outage risk by simulating them: halts, lowest
+    serving against demand, degraded time, failed instances, and the timings
+    assumed with where they came from. Changes nothing."""
     flags = locals()
     output.check_output(out, json, query)
     spec = strategy.strip()

@@ -342,3 +342,12 @@ def test_scale_refuses_capacities_azure_refuses(emu: Emulated, capacity: str, me
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert emu.writes() == before
+
+
+def test_scale_and_instances_delete_are_in_help(emu: Emulated) -> None:
+    root = emu.cli("--help").stdout
+    assert re.search(r"scale\s+Scale a scale set out or in", root)
+    scale = emu.cli("scale", "--help").stdout
+    assert "--capacity" in scale and "scaleInPolicy" in scale and "<int>" not in scale
+    assert "delete" in emu.cli("instances", "--help").stdout
+    assert "--all-waves" in emu.cli("plan", "--help").stdout
