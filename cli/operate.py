@@ -1274,9 +1274,15 @@ def history(
         output=out,
         query=query,
         json_alias=json,
-        table=lambda: output.stdout_console().print(render.history_table(rows, scale_set)),
+        table=lambda: _print(lambda width: render.history_view(rows, scale_set, width)),
         rows=[{k: v for k, v in r.items() if k not in ("options",)} for r in rows],
     )
+
+
+def _print(make: Callable[[int], Any]) -> None:
+    """Print what ``make(console width)`` renders on stdout."""
+    console = output.stdout_console()
+    console.print(make(console.width), soft_wrap=True)
 
 
 def _matches(scale_set_id: str, resource_group: str | None, name: str | None) -> bool:

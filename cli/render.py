@@ -168,6 +168,34 @@ def history_row(record: Mapping[str, Any], now: float) -> dict[str, Any]:
     }
 
 
+#: below this console width ``history`` prints one block per rollout, not a table
+HISTORY_TABLE_WIDTH = 200
+
+
+def history_view(rows: Sequence[Mapping[str, Any]], scale_set: Any, width: int) -> Any:
+    """``history``'s text: a table on a wide console, else one short block per
+    rollout (eleven columns squeezed into 80 wrap every cell)."""
+    if width >= HISTORY_TABLE_WIDTH:
+        return history_table(rows, scale_set)
+    text = Text()
+    for r in rows:
+        if text:
+            text.append("\n")
+        text.append(r["id"], style="bold")
+        text.append(f"  {r['state']}  {r['strategy']}  {scale_set(r['scale_set_id'])}\n")
+        text.append(f"  target    {r['target']}\n")
+        text.append(f"  started   {r['started']}")
+        text.append(f"  finished {r['finished']}" if r["finished"] else "  running")
+        text.append(f"  ({_took(r)})\n")
+        text.append(f"  upgraded {r['upgraded']}, failed {r['failed']}")
+        text.append(f"; {r['reason']}\n" if r["reason"] else "\n")
+    return text
+
+
+def _took(row: Mapping[str, Any]) -> str:
+    return fmt_duration(row["duration_s"]) + (" so far" if row["finished_at"] is None else "")
+
+
 def history_table(rows: Sequence[Mapping[str, Any]], scale_set: Any) -> Table:
     table = Table(title="rollouts (times UTC, ISO 8601)", title_justify="left")
     for col in (
@@ -183,7 +211,8 @@ def history_table(rows: Sequence[Mapping[str, Any]], scale_set: Any) -> Table:
         "failed",
         "reason",
     ):
-        table.add_column(col, overflow="fold")
+        wraps = col in ("scale set", "target", "strategy", "reason")
+        table.add_column(col, overflow="fold", no_wrap=not wraps)
     for r in rows:
         table.add_row(
             r["id"],
@@ -193,7 +222,7 @@ def history_table(rows: Sequence[Mapping[str, Any]], scale_set: Any) -> Table:
             r["state"],
             r["started"],
             r["finished"] or "-",
-            fmt_duration(r["duration_s"]) + (" so far" if r["finished_at"] is None else ""),
+            _took(r),
             str(r["upgraded"]),
             str(r["failed"]),
             r["reason"],

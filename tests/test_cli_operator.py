@@ -164,6 +164,17 @@ def test_upgrade_o_json_streams_events_then_the_summary(emu: Emulated) -> None:
     assert json.loads(query.stdout) == "completed"
 
 
+def test_resume_o_json_streams_the_rest_of_the_rollout(emu: Emulated) -> None:
+    started = upgrade(emu, emu.next_target(), "--yes", "--no-wait", "--json", *FAST)
+    assert started.returncode == 0, started.stderr
+    rollout = json.loads(started.stdout)["rollout"]["id"]
+    resumed = emu.cli("resume", rollout, "--yes", "-o", "json", *FAST[:2])
+    assert resumed.returncode == 0, resumed.stderr
+    lines = [json.loads(line) for line in resumed.stdout.splitlines()]
+    assert {e["kind"] for e in lines[:-1]} >= {"wave_started", "instance_healthy"}
+    assert lines[-1]["completed"] and lines[-1]["rollout"]["id"] == rollout
+
+
 def test_upgrade_prompt_shows_the_plan_and_refuses_without_a_terminal(emu: Emulated) -> None:
     before = emu.writes()
     result = upgrade(emu, "77.0.0", "--canary", "2", "--bake", "5m")
@@ -256,12 +267,45 @@ def test_status_names_failed_and_stopped_instances_and_its_legend_fits_80_column
     assert on.returncode == 0, on.stderr
 
 
+def test_status_draws_one_heat_map_per_zone_with_the_legend_on_one_line() -> None:
+    from rich.console import Console
+
+    from vmss_rollout.cli.operate import heat_maps
+    from vmss_rollout.engine.model import Instance, ProvisioningState
+
+    fleet = [
+        Instance(str(n), n % 5, 0, zone=str(1 + n % 3), provisioning=ProvisioningState.FAILED)
+        if n == 4
+        else Instance(str(n), n % 5, 0, zone=str(1 + n % 3))
+        for n in range(12)
+    ]
+    console = Console(width=80, record=True, color_system=None)
+    console.print(heat_maps(fleet))
+    text = console.export_text()
+    titles = [line for line in text.splitlines() if line.startswith("zone ")]
+    assert [t.split(":")[0] for t in titles] == ["zone 1", "zone 2", "zone 3"]
+    # zone 2 holds 1, 4, 7, 10: its map alone names instance 4, and no other zone's
+    zone2 = text.split("zone 2:")[1].split("zone 3:")[0]
+    cells = re.findall(r"│ +2/\d │ ([\d ]+?) +│", zone2)
+    assert sorted(int(i) for cell in cells for i in cell.split()) == [1, 4, 7, 10]
+    legend = text.strip().splitlines()[-1]
+    assert "latest" in legend and "protected" in legend and len(legend) <= 80
+
+
 def test_history_shows_target_duration_and_iso_times(emu: Emulated) -> None:
     emu.upgrade("-s", "batch:size=15")
     result = emu.cli("history", "-g", RG, "-n", emu.name)
     assert result.returncode == 0, result.stderr
     assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", result.stdout)
     assert f"{emu.version}.0.0" in result.stdout  # the target
+    # at 80 columns: one block per rollout, nothing wrapped
+    narrow = emu.cli("history", "-g", RG, "-n", emu.name, env={**emu.env, "COLUMNS": "80"})
+    lines = narrow.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), narrow.stdout
+    assert re.search(
+        rf"^  target +\S+:{emu.version}\.0\.0 \(Standard_D2s_v5\)$", narrow.stdout, re.M
+    )
+    assert re.search(r"^  started +\S+Z +finished \S+Z +\(\S+\)$", narrow.stdout, re.M)
     data = json.loads(emu.cli("history", "-g", RG, "-n", emu.name, "-o", "json").stdout)
     newest = data[0]
     assert newest["target"].endswith(f"{emu.version}.0.0 (Standard_D2s_v5)")
