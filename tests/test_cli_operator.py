@@ -395,3 +395,18 @@ def test_scale_and_instances_delete_are_in_help(emu: Emulated) -> None:
     assert "--capacity" in scale and "scaleInPolicy" in scale and "<int>" not in scale
     assert "delete" in emu.cli("instances", "--help").stdout
     assert "--all-waves" in emu.cli("plan", "--help").stdout
+
+
+def test_named_states_lists_failed_and_unhealthy_ids_in_order() -> None:
+    from vmss_rollout.cli.render import named_states
+
+    listed = [
+        {"instance_id": "3", "state": "failed"},
+        {"instance_id": "5", "state": "latest"},
+        {"instance_id": "12", "state": "unhealthy"},
+        {"instance_id": "17", "state": "failed"},
+    ]
+    assert named_states(listed, ("failed", "unhealthy", "stopped")) == [
+        "failed (2): 3 17",
+        "unhealthy (1): 12",
+    ]
