@@ -726,6 +726,27 @@ class AzureBackend:
 
         self._call(f"scaling {self.where} to {capacity}", send, write=True, again=not_yet)
 
+    def set_capacity(self, capacity: int) -> None:
+        """``vmss-rollout scale``: PATCH ``sku.capacity`` (scale out or in). On a
+        scale-in Azure picks the instances it deletes by the set's scaleInPolicy
+        (Microsoft docs, virtual-machine-scale-sets-scale-in-policy: Default
+        balances zones then fault domains and deletes the highest instance ids;
+        NewestVM/OldestVM by creation time; protected instances are skipped)."""
+
+        def not_yet(exc: Exception) -> bool:
+            return int(self.read_scale_set().capacity) != capacity
+
+        def send() -> None:
+            self.client.virtual_machine_scale_sets.begin_update(
+                self.resource_group,
+                self.name,
+                VirtualMachineScaleSetUpdate({"sku": {"capacity": capacity}}),
+                polling=False,
+                cls=lambda response, _body, _headers: response,
+            )
+
+        self._call(f"scaling {self.where} to {capacity}", send, write=True, again=not_yet)
+
 
 _UPGRADE_VERBS = ("update_instances", "reimage", "reimage_all")
 

@@ -19,7 +19,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
 from ..engine.errors import BackendError, InputError
-from . import operate, output
+from . import fleet, operate, output
 from .calibrate import calibrate
 from .emulate import emulate
 from .options import (
@@ -754,6 +754,7 @@ def _is_hypothesis(exc: ImportError) -> bool:
 for _operator_command in operate.COMMANDS:
     _command(_operator_command)
 _command(calibrate)
+_command(fleet.scale)
 _command(emulate)
 _command(sweep)
 

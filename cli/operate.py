@@ -48,7 +48,7 @@ from ..sim.parallel import Progress, run_study
 from ..sim.runner import derive_seed, run_once, summarize
 from ..sim.scenario import Scenario, load_scenario
 from ..strategies import registry
-from . import output
+from . import output, render
 from .options import (
     ENGINE_FLAGS,
     Bake,
@@ -70,6 +70,7 @@ from .options import (
     merge_engine_options,
     parse_engine_flags,
 )
+from .output import OutputFormat, Query
 from .sweep import study_progress
 
 if TYPE_CHECKING:
@@ -320,6 +321,20 @@ def heat_map(instances: list[Instance], *, flexible: bool = False) -> Table:
     return table
 
 
+def heat_maps(instances: list[Instance], *, flexible: bool = False) -> Group:
+    """:func:`heat_map` once per zone (one for a regional set), each titled on a
+    line of its own, and the legend under them: squeezed to a narrow table's
+    width, title and legend wrap."""
+    parts: list[Any] = []
+    zones = sorted({i.zone for i in instances})
+    for zone in zones if len(zones) > 1 else [None]:
+        shown = [i for i in instances if zone is None or i.zone == zone]
+        table = heat_map(shown, flexible=flexible)
+        title, table.title, table.caption = str(table.title), None, None
+        parts += [Text(f"zone {zone}: {title}" if zone is not None else title), table]
+    return Group(*parts, render.legend(STYLES))
+
+
 def _instance_json(inst: Instance, *, flexible: bool = False) -> dict[str, Any]:
     return {
         "instance_id": inst.instance_id,
@@ -345,12 +360,16 @@ def status(
     name: Name,
     subscription: Subscription = None,
     arm_endpoint: ArmEndpoint = None,
+    out: OutputFormat = None,
+    query: Query = None,
     json: Json = False,
     debug: Debug = False,
 ) -> None:
     """Show a scale set: its model, upgrade policy, health source, and a heat map
-    of instances by update domain x fault domain coloured by state (instances
-    protected from scale set actions are listed: no rollout includes them)."""
+    of instances by update domain x fault domain coloured by state, one per zone
+    (failed, unhealthy and stopped instances are named; instances protected from
+    scale set actions are listed: no rollout includes them)."""
+    output.check_output(out, json, query)
     backend = _backend(resource_group, name, subscription, arm_endpoint)
     scale_set, in_scope = backend.read()
     instances = sorted(
@@ -359,6 +378,7 @@ def status(
     counts: dict[str, int] = {}
     for inst in instances:
         counts[state_of(inst)] = counts.get(state_of(inst), 0) + 1
+    listed = [_instance_json(i, flexible=scale_set.flexible) for i in instances]
     data = {
         "scale_set": backend.scale_set_id,
         "model": {"image": str(scale_set.model.image), "vm_size": scale_set.model.vm_size},
@@ -368,12 +388,26 @@ def status(
         "capacity": scale_set.capacity,
         "counts": counts,
         "orchestration": "Flexible" if scale_set.flexible else "Uniform",
-        "instances": [_instance_json(i, flexible=scale_set.flexible) for i in instances],
+        "instances": listed,
         "requests": dict(backend.counter.attempts),
     }
-    if json:
-        output.print_json(data)
-        return
+    output.emit(
+        data,
+        output=out,
+        query=query,
+        json_alias=json,
+        table=lambda: _status_text(backend, scale_set, instances, counts, listed),
+        rows=listed,
+    )
+
+
+def _status_text(
+    backend: AzureBackend,
+    scale_set: Any,
+    instances: list[Instance],
+    counts: dict[str, int],
+    listed: list[dict[str, Any]],
+) -> None:
     console = output.stdout_console()
     console.print(f"[bold]{scale_set.name}[/]  {backend.scale_set_id}", soft_wrap=True)
     console.print(
@@ -382,8 +416,10 @@ def status(
         + ("   orchestration: Flexible" if scale_set.flexible else ""),
         soft_wrap=True,
     )
-    console.print(heat_map(instances, flexible=scale_set.flexible))
+    console.print(heat_maps(instances, flexible=scale_set.flexible))
     console.print("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    for line in render.named_states(listed, ("failed", "unhealthy", "stopped")):
+        console.print(line, soft_wrap=True)
     if backend.protected:
         console.print(_protected_line(backend), soft_wrap=True)
 
@@ -433,14 +469,27 @@ def plan(
     bake: Bake = None,
     checkpoints: Checkpoints = None,
     on_failure: OnFailure = None,
+    all_waves: Annotated[
+        bool,
+        typer.Option(
+            "--all-waves",
+            help=f"List every wave (beyond {render.WAVE_ROWS} the middle ones collapse "
+            "into a range; -o json always has them all).",
+        ),
+    ] = False,
     subscription: Subscription = None,
     arm_endpoint: ArmEndpoint = None,
+    out: OutputFormat = None,
+    query: Query = None,
     json: Json = False,
     debug: Debug = False,
 ) -> None:
     """Read the live topology, print the waves in order and predict duration,
-    lowest serving capacity and outage risk by simulating them. Changes nothing."""
+    lowest serving capacity and outage risk by simulating them: halts, lowest
+    serving against demand, degraded time, failed instances, and the timings
+    assumed with where they came from. Changes nothing."""
     flags = locals()
+    output.check_output(out, json, query)
     spec = strategy.strip()
     chosen = registry.make(spec)
     options = _engine_options(flags)
@@ -454,35 +503,28 @@ def plan(
 
     check_fault_domains(scale_set, chosen.name, options.scope)
     scenario: Scenario | str | None = scenario_path
-    source = f"scenario {scenario_path}" if scenario_path else "the built-in scenario"
+    origin = None
     if calibrated:
         from .calibrate import calibration
 
         _, scenario, fitted = calibration(backend, journal)
-        source = (
+        origin = (
             f"calibrated from {fitted} journaled rollout(s) of this scale set"
             if fitted
             else "calibrate found no journaled rollouts: Azure's coarse figures or defaults"
         )
-    assumed = load_scenario(scenario) if not isinstance(scenario, Scenario) else scenario
-    timings = {
-        "upgrade": str(assumed.upgrade),
-        "health_delay": str(assumed.health_delay),
-        "upgrade_failure": assumed.upgrade_failure,
-        "unhealthy_after_upgrade": assumed.unhealthy_after_upgrade,
-        "source": source,
-    }
     with study_progress(f"simulating {spec}") as progress:
         result = predict(
             instances,
             target,
             spec,
             options,
-            assumed,
+            scenario,
             runs,
             workers=workers,
             dask=dask,
             progress=progress,
+            origin=origin,
         )
     from ..backends.upgrade import UpgradeRequest, policy_action
 
@@ -496,44 +538,47 @@ def plan(
         "target": str(target),
         "policy": scale_set.upgrade_mode.value,
         "policy_action": action,
-        "timings": timings,
         **result,
         "protected": _protected_ids(backend),
         "requests": dict(backend.counter.attempts),
     }
-    if json:
-        output.print_json(data)
-        return
+    output.emit(
+        data,
+        output=out,
+        query=query,
+        json_alias=json,
+        table=lambda: _plan_text(
+            backend, scale_set, instances, target, action, spec, result, all_waves
+        ),
+        rows=[{"wave": n, "instances": w} for n, w in enumerate(result["waves"], 1)],
+    )
+
+
+def _plan_text(
+    backend: AzureBackend,
+    scale_set: Any,
+    instances: list[Instance],
+    target: ModelVersion,
+    action: str,
+    spec: str,
+    result: dict[str, Any],
+    all_waves: bool,
+) -> None:
     console = output.stdout_console()
     console.print(f"{backend.scale_set_id}\n  {scale_set.model}\n  -> {target}", soft_wrap=True)
     console.print(f"policy {scale_set.upgrade_mode.value}: {action}", soft_wrap=True)
     if backend.protected:
         console.print(_protected_line(backend), soft_wrap=True)
-    console.print(
-        f"assumed: upgrade {timings['upgrade']}, health delay {timings['health_delay']}, "
-        f"upgrade failure {assumed.upgrade_failure:.1%}, unhealthy after upgrade "
-        f"{assumed.unhealthy_after_upgrade:.1%} ({source})",
-        soft_wrap=True,
-        markup=False,
-    )
     if not result["waves"]:
         console.print("nothing to do: every instance in scope runs the target model")
         return
-    table = Table(title=f"{spec}: {len(result['waves'])} waves", title_justify="left")
-    table.add_column("wave", justify="right")
-    table.add_column("instances")
-    for i, wave in enumerate(result["waves"], 1):
-        table.add_row(str(i), " ".join(wave))
-    console.print(table)
-    s = result["simulation"]
     console.print(
-        f"predicted over {s['runs']} simulated runs: duration p50 "
-        f"{output.fmt_duration(s['duration_s']['p50'])}, p95 "
-        f"{output.fmt_duration(s['duration_s']['p95'])}; lowest serving "
-        f"{int(s['min_serving']['min'])} of {len(instances)}; outage in "
-        f"{result['outage_runs']} of {s['runs']} runs",
-        soft_wrap=True,
+        render.wave_table(
+            f"{spec}: {len(result['waves'])} waves", result["waves"], all_waves=all_waves
+        )
     )
+    for line in render.plan_summary(result, len(instances)):
+        console.print(line, soft_wrap=True, markup=False)
 
 
 def predict(
@@ -547,9 +592,11 @@ def predict(
     workers: int | None = None,
     dask: str | None = None,
     progress: Progress | None = None,
+    origin: str | None = None,
 ) -> dict[str, Any]:
     """Waves and a Monte Carlo prediction of ``spec`` on a live topology
-    (``workers``, ``dask``, ``progress``: as :func:`~..sim.parallel.run_study`)."""
+    (``workers``, ``dask``, ``progress``: as :func:`~..sim.parallel.run_study`;
+    ``origin``: where a given :class:`Scenario` came from)."""
     pending = frozenset(i.instance_id for i in instances if not runs_model(i, target))
     base = scenario_path if isinstance(scenario_path, Scenario) else load_scenario(scenario_path)
     scenario = dataclasses.replace(base, instances=len(instances) or 1)
@@ -559,8 +606,15 @@ def predict(
         if i.instance_id in pending
         and options.scope.covers(i.instance_id, i.update_domain, i.fault_domain, i.zone)
     ]
+    if origin is None:
+        origin = (
+            f"--scenario {scenario_path}"
+            if isinstance(scenario_path, str)
+            else "built-in default scenario"
+        )
+    assumed = render.assumed_timings(scenario, origin)
     if not in_scope:
-        return {"waves": [], "simulation": None, "outage_runs": 0}
+        return {"waves": [], "simulation": None, "outage_runs": 0, "assumed": assumed}
     scope = Scope(instances=frozenset(i.instance_id for i in in_scope))
     scenario = dataclasses.replace(scenario, engine=dataclasses.replace(options, scope=scope))
     recorded = run_once(scenario, spec, derive_seed(scenario.seed, 0), record=True, fleet=instances)
@@ -578,6 +632,7 @@ def predict(
         "waves": [list(w) for w in recorded.waves()],
         "simulation": summarize(spec, scenario.seed, results),
         "outage_runs": sum(r.outage_s > 0 for r in results),
+        "assumed": assumed,
     }
 
 
@@ -617,7 +672,16 @@ class _Stopper:
 class _LiveView:
     """Heat map, progress and the latest events; a plain event log when not a TTY."""
 
-    def __init__(self, backend: AzureBackend, scope: int, enabled: bool) -> None:
+    def __init__(
+        self,
+        backend: AzureBackend,
+        scope: int,
+        enabled: bool,
+        *,
+        clock: render.Clock | None = None,
+        options: EngineOptions | None = None,
+        stream: bool = False,
+    ) -> None:
         self.backend = backend
         self.scope = scope
         self.done = 0
@@ -627,8 +691,19 @@ class _LiveView:
         self.enabled = enabled and self.console.is_terminal
         self.quiet = not enabled
         self.live: Live | None = None
+        #: elapsed, ETA and pause/bake countdown (the live view re-renders it 4x a second)
+        self.clock = clock or render.Clock(None)
+        self.options = options or EngineOptions()
+        #: -o json: every event is a JSON line on stdout as it happens
+        self.stream = stream
+
+    def __rich__(self) -> Group:
+        return self.render()
 
     def event(self, event: Event) -> None:
+        self.clock.event(event, self.options.pause, self.options.bake)
+        if self.stream:
+            render.json_line(render.event_json(event))
         if event.kind is EventKind.INSTANCE_HEALTHY:
             self.done += 1
         elif event.kind in (EventKind.INSTANCE_FAILED, EventKind.INSTANCE_UNHEALTHY):
@@ -637,26 +712,31 @@ class _LiveView:
             return
         ids = " ".join(event.instances[:12]) + (" ..." if len(event.instances) > 12 else "")
         line = f"{time.strftime('%H:%M:%S')} {event.kind.value} {ids} {event.detail}".rstrip()
+        if event.kind in (EventKind.WAVE_STARTED, EventKind.CHECKPOINT, EventKind.WAVE_COMPLETED):
+            line += f"  ({self.clock.line(self.done, self.scope)})"
         self.log.append(line)
         if self.live is not None:
-            self.live.update(self.render())
+            self.live.refresh()
         elif not self.quiet:
             self.console.print(line, soft_wrap=True, markup=False, highlight=False)
 
     def render(self) -> Group:
         instances = self.backend.known_instances()
-        progress = Text(f"{self.done} of {self.scope} done, {self.failed} failed or unhealthy")
+        progress = Text(
+            f"{self.done} of {self.scope} done, {self.failed} failed or unhealthy; "
+            f"{self.clock.line(self.done, self.scope)}"
+        )
         from ..backends import armjson
 
         flexible = armjson.is_flexible(self.backend.vmss_json)
-        return Group(heat_map(instances, flexible=flexible), progress, Text("\n".join(self.log)))
+        return Group(heat_maps(instances, flexible=flexible), progress, Text("\n".join(self.log)))
 
     @contextmanager
     def shown(self) -> Iterator[None]:
         if not self.enabled:
             yield
             return
-        with Live(self.render(), console=self.console, refresh_per_second=4) as live:
+        with Live(self, console=self.console, refresh_per_second=4) as live:
             self.live = live
             try:
                 yield
@@ -723,6 +803,8 @@ def upgrade(
     journal: JournalPath = None,
     subscription: Subscription = None,
     arm_endpoint: ArmEndpoint = None,
+    out: OutputFormat = None,
+    query: Query = None,
     json: Json = False,
     debug: Debug = False,
 ) -> None:
@@ -733,8 +815,15 @@ def upgrade(
     resume; a second one stops at once. One rollout per scale set: a lease on
     the scale set (a tag) and the journal refuse a second one while another is
     running or unfinished.
+
+    The prompt shows the plan (predicted duration, lowest serving against demand,
+    canary, bake); the live view shows elapsed time, an ETA from the plan and
+    pause or bake countdowns. -o json streams every event as a JSON line as it
+    happens and ends with the summary object on the last line (--json and
+    --query print only the summary, as one document).
     """
     flags = locals()
+    output.check_output(out, json, query)
     spec = strategy.strip()
     registry.make(spec)
     options = _engine_options(flags)
@@ -757,6 +846,8 @@ def upgrade(
         switch_to_manual=switch_to_manual,
         json=json,
         take_over=take_over,
+        out=out,
+        query=query,
     )
 
 
@@ -781,7 +872,12 @@ def _run_upgrade(
     resumed: ResumePoint | None = None,
     take_over: bool = False,
     restore_rolling: bool = False,
+    out: str | None = None,
+    query: str | None = None,
 ) -> None:
+    # -o json (no --query): events as JSON lines, then the summary on one line
+    stream = (out or "").strip().lower() == "json" and query is None
+    json = output.output_format(out, json, query) != "table"
     from ..backends.lease import LeaseInfo, check_may_take, holder_id
     from ..backends.upgrade import (
         UpgradeRequest,
@@ -825,13 +921,16 @@ def _run_upgrade(
                 for note in restore(backend, backend.read_scale_set().etag, interval):
                     err.print(note, soft_wrap=True, markup=False)
         if json:
-            output.print_json(
+            _final(
                 {
                     "scale_set": backend.scale_set_id,
                     "completed": True,
                     "noop": True,
                     "target": str(target),
-                }
+                },
+                out,
+                query,
+                stream,
             )
         else:
             err.print(f"nothing to do: {backend.where} already runs {target}", soft_wrap=True)
@@ -839,9 +938,11 @@ def _run_upgrade(
     action = policy_action(scale_set, request)
     if resume is None:
         check_request(scale_set, instances, request)
-    preview = predict(instances, target, spec, options, None, 1)
+    shown = not json or not yes
+    # a person reads the prediction (prompt, live view's ETA): simulate a few runs
+    preview = predict(instances, target, spec, options, None, PROMPT_RUNS if shown else 1)
     waves = preview["waves"]
-    if not json or not yes:
+    if shown:
         err.print(f"{backend.where}: {scale_set.model} -> {target}", soft_wrap=True)
         err.print(
             f"policy {scale_set.upgrade_mode.value} ({action}); health from "
@@ -849,6 +950,9 @@ def _run_upgrade(
             f"(first: {' '.join(waves[0]) if waves else '-'})",
             soft_wrap=True,
         )
+        if preview["simulation"] is not None:
+            for line in render.prompt_summary(preview, len(instances), options):
+                err.print(line, soft_wrap=True, markup=False)
     if not yes:
         if not sys.stdin.isatty():
             raise InputError("confirmation needed: pass --yes to upgrade without a prompt")
@@ -856,7 +960,15 @@ def _run_upgrade(
             err.print("nothing changed")
             raise typer.Exit(0)
     scope = len({i for w in waves for i in w})
-    view = _LiveView(backend, scope, enabled=not json)
+    predicted = preview["simulation"]["duration_s"]["p50"] if preview["simulation"] else None
+    view = _LiveView(
+        backend,
+        scope,
+        enabled=not json,
+        clock=render.Clock(predicted),
+        options=options,
+        stream=stream,
+    )
     stopper = _Stopper()
     try:
         with stopper.installed(), view.shown():
@@ -886,7 +998,7 @@ def _run_upgrade(
     data = summary(result, dict(backend.counter.attempts))
     data["requests_total"] = backend.counter.total
     if json:
-        output.print_json(data)
+        _final(data, out, query, stream)
     else:
         o = result.outcome
         if result.started_only:
@@ -920,6 +1032,18 @@ def _run_upgrade(
         raise typer.Exit(1)
 
 
+#: simulated runs behind the prompt's and the live view's prediction
+PROMPT_RUNS = 20
+
+
+def _final(data: dict[str, Any], out: str | None, query: str | None, stream: bool) -> None:
+    """upgrade/resume's summary: the last JSON line of a stream, else as -o/--query say."""
+    if stream:
+        render.json_line(data)
+    else:
+        output.emit(data, output=out, query=query, json_alias=out is None)
+
+
 # --------------------------------------------------------------------------- resume, history
 
 
@@ -950,6 +1074,8 @@ def resume(
     journal: JournalPath = None,
     subscription: Subscription = None,
     arm_endpoint: ArmEndpoint = None,
+    out: OutputFormat = None,
+    query: Query = None,
     json: Json = False,
     debug: Debug = False,
 ) -> None:
@@ -960,8 +1086,11 @@ def resume(
     scale set. Refuses (exit 2) a rollout another live process drives, a scale
     set deleted and re-created since (another uniqueId), and a live model that is
     neither the rollout's target nor its previous model: resuming never moves
-    the model back to an older target."""
+    the model back to an older target. -o json streams events as JSON lines, as
+    upgrade does."""
     from ..backends.upgrade import driver_alive
+
+    output.check_output(out, json, query)
 
     book = Journal(journal)
     record = _pick(book, rollout_id, resource_group, name, "resume")
@@ -1018,6 +1147,8 @@ def resume(
         # pacing and surge go on where the journal says they stopped
         resumed=resume_point(book, record),
         restore_rolling=_switched_to_manual(book, record),
+        out=out,
+        query=query,
     )
 
 
@@ -1155,41 +1286,37 @@ def history(
     resource_group: Annotated[str | None, typer.Option("--resource-group", "-g")] = None,
     name: Annotated[str | None, typer.Option("--name", "-n")] = None,
     journal: JournalPath = None,
+    out: OutputFormat = None,
+    query: Query = None,
     json: Json = False,
     debug: Debug = False,
 ) -> None:
-    """Past and running rollouts from the journal, newest first."""
+    """Past and running rollouts from the journal, newest first: target, state,
+    ISO 8601 start and end times (UTC) and duration."""
+    output.check_output(out, json, query)
     records = Journal(journal).history(None, limit=200)
     if resource_group or name:
         records = [r for r in records if _matches(r.scale_set_id, resource_group, name)]
-    if json:
-        output.print_json([r.to_json() for r in records])
-        return
-    table = Table(title="rollouts", title_justify="left")
-    for col in (
-        "id",
-        "scale set",
-        "strategy",
-        "state",
-        "started (UTC)",
-        "upgraded",
-        "failed",
-        "reason",
-    ):
-        table.add_column(col)
-    for r in records:
-        rg, vmss = _names_from_id(r.scale_set_id)
-        table.add_row(
-            r.id,
-            f"{rg}/{vmss}",
-            r.strategy,
-            r.state,
-            time.strftime("%Y-%m-%d %H:%M", time.gmtime(r.started_at)),
-            str(r.upgraded),
-            str(r.failed),
-            r.reason,
-        )
-    output.stdout_console().print(table)
+    now = time.time()
+    rows = [render.history_row(r.to_json(), now) for r in records]
+
+    def scale_set(scale_set_id: str) -> str:
+        return "/".join(_names_from_id(scale_set_id))
+
+    output.emit(
+        rows,
+        output=out,
+        query=query,
+        json_alias=json,
+        table=lambda: _print(lambda width: render.history_view(rows, scale_set, width)),
+        rows=[{k: v for k, v in r.items() if k not in ("options",)} for r in rows],
+    )
+
+
+def _print(make: Callable[[int], Any]) -> None:
+    """Print what ``make(console width)`` renders on stdout."""
+    console = output.stdout_console()
+    console.print(make(console.width), soft_wrap=True)
 
 
 def _matches(scale_set_id: str, resource_group: str | None, name: str | None) -> bool:
@@ -1211,7 +1338,23 @@ ACTIONS: dict[str, tuple[str, Callable[[Instance], bool]]] = {
     "power-off": ("power_off", lambda i: i.power is PowerState.STOPPED),
     "deallocate": ("deallocate", lambda i: i.power is PowerState.DEALLOCATED),
     "reimage": ("reimage", lambda i: i.provisioning is ProvisioningState.SUCCEEDED),
+    # done when the instance is gone from the list (still listed: Deleting)
+    "delete": ("delete_instances", lambda i: False),
 }
+
+
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+NoWait = Annotated[bool, typer.Option("--no-wait", help="Return once requested.")]
+
+
+def confirm(what: str, prompt: str) -> None:
+    """Ask ``prompt`` on a terminal (no: exit 0, nothing changed); without one,
+    refuse with exit 2 naming --yes."""
+    if not sys.stdin.isatty():
+        raise InputError(f"confirmation needed: pass --yes to {what}")
+    if not typer.confirm(prompt, default=False):
+        output.stderr_console().print("nothing changed")
+        raise typer.Exit(0)
 
 
 def instances(
@@ -1223,17 +1366,21 @@ def instances(
     only_fault_domains: OnlyFaultDomains = None,
     only_zones: OnlyZones = None,
     every: Annotated[bool, typer.Option("--all", help="Every instance of the scale set.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once requested.")] = False,
+    yes: Yes = False,
+    no_wait: NoWait = False,
     poll_interval: PollEvery = "5:30",
     subscription: Subscription = None,
     arm_endpoint: ArmEndpoint = None,
+    out: OutputFormat = None,
+    query: Query = None,
     json: Json = False,
     debug: Debug = False,
 ) -> None:
-    """Start, restart, power off, deallocate or reimage selected instances, or a
-    whole update domain, fault domain or zone (what the old scale-set editor
-    did per domain and per VM), then wait until they are done."""
+    """Start, restart, power off, deallocate, reimage or delete selected
+    instances, or a whole update domain, fault domain or zone (what the old
+    scale-set editor did per domain and per VM), then wait until they are done.
+    Deleting lowers the scale set's capacity by the instances deleted."""
+    output.check_output(out, json, query)
     if action not in ACTIONS:
         raise InputError(f"unknown action {action!r} (valid: {', '.join(ACTIONS)})")
     flags = locals()
@@ -1259,15 +1406,11 @@ def instances(
     if not ids:
         raise InputError("the filters select no instance")
     if not yes:
-        if not sys.stdin.isatty():
-            raise InputError(f"confirmation needed: pass --yes to {action} {len(ids)} instances")
-        if not typer.confirm(
+        confirm(
+            f"{action} {len(ids)} instances",
             f"{action} {len(ids)} instances ({' '.join(ids[:20])}"
             f"{' ...' if len(ids) > 20 else ''})?",
-            default=False,
-        ):
-            err.print("nothing changed")
-            raise typer.Exit(0)
+        )
     method, finished = ACTIONS[action]
     getattr(backend, method)(ids)
     waiting = set(ids)
@@ -1286,14 +1429,25 @@ def instances(
         "waited": not no_wait,
         "requests": dict(backend.counter.attempts),
     }
-    if json:
-        output.print_json(result)
-    else:
+    if action == "delete" and not no_wait:
+        result["capacity"] = backend.read_scale_set().capacity
+
+    def text() -> None:
         err.print(
             f"{action}: {len(ids)} instances {'requested' if no_wait else 'done'} "
-            f"({backend.counter.total} ARM requests)",
+            f"({backend.counter.total} ARM requests)"
+            + (f"; capacity now {result['capacity']}" if "capacity" in result else ""),
             soft_wrap=True,
         )
+
+    output.emit(
+        result,
+        output=out,
+        query=query,
+        json_alias=json,
+        table=text,
+        rows=[{"action": action, "instance_id": i} for i in ids],
+    )
 
 
 COMMANDS: tuple[Callable[..., None], ...] = (

@@ -391,9 +391,9 @@ def test_calibrate_and_plan_calibrated_against_the_emulator(emu: Emulated, tmp_p
     )
     assert planned.returncode == 0, planned.stderr
     data = json.loads(planned.stdout)
-    assert data["timings"]["upgrade"] == str(scenario.upgrade)
-    assert data["timings"]["health_delay"] == "fixed(45s)"
-    assert data["timings"]["source"] == "calibrated from 4 journaled rollout(s) of this scale set"
+    assert data["assumed"]["upgrade"] == str(scenario.upgrade)
+    assert data["assumed"]["health_delay"] == "fixed(45s)"
+    assert data["assumed"]["origin"] == "calibrated from 4 journaled rollout(s) of this scale set"
     default = json.loads(
         plan(
             emu,
@@ -402,7 +402,7 @@ def test_calibrate_and_plan_calibrated_against_the_emulator(emu: Emulated, tmp_p
             "--json",
         ).stdout
     )
-    assert default["timings"]["source"] == "the built-in scenario"
+    assert default["assumed"]["origin"] == "built-in default scenario"
     # slower calibrated upgrades (5 min against the default 4) predict a longer rollout
     assert data["simulation"]["duration_s"]["p50"] > default["simulation"]["duration_s"]["p50"]
     assert emu.writes() == 0  # calibrate and plan change nothing
@@ -415,7 +415,10 @@ def test_calibrate_and_plan_calibrated_against_the_emulator(emu: Emulated, tmp_p
         "--runs",
         "5",
     )
-    assert "assumed: upgrade lognormal(" in text_plan.stdout
+    assert (
+        "assumed (calibrated from 4 journaled rollout(s) of this scale set): upgrade lognormal("
+        in " ".join(text_plan.stdout.split())
+    )
     assert "calibrated from 4 journaled rollout(s)" in text_plan.stdout
 
 

@@ -1,0 +1,154 @@
+"""``vmss-rollout scale``: set a scale set's capacity (what the old scale-set
+editor's scale in/out did), with the confirmation and wait of ``instances``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+
+from ..engine.errors import InputError
+from ..engine.model import ProvisioningState, instance_sort_key
+from . import output
+from .operate import (
+    ArmEndpoint,
+    Name,
+    NoWait,
+    PollEvery,
+    ResourceGroup,
+    Subscription,
+    Yes,
+    _backend,
+    _poll_interval,
+    confirm,
+)
+from .options import Debug, Json
+from .output import OutputFormat, Query
+
+#: instances a Uniform scale set holds: 100 in a single placement group (the
+#: default, singlePlacementGroup true), 1000 otherwise; a Flexible set 1000
+#: (MicrosoftDocs azure-compute-docs, virtual-machine-scale-sets-placement-groups.md
+#: and the ListSkus capacity.maximum the emulator answers with)
+SINGLE_PLACEMENT_GROUP_MAX = 100
+MAX_CAPACITY = 1000
+
+
+def capacity_limit(vmss: dict[str, Any], flexible: bool) -> tuple[int, str]:
+    """The most instances the scale set may hold, and why."""
+    props = vmss.get("properties") or {}
+    single = props.get("singlePlacementGroup", props.get("single_placement_group"))
+    if not flexible and (single is None or single is True or str(single).lower() == "true"):
+        return SINGLE_PLACEMENT_GROUP_MAX, "a single placement group (singlePlacementGroup true)"
+    return MAX_CAPACITY, "Azure's limit per scale set"
+
+
+def scale_in_policy(vmss: dict[str, Any]) -> str:
+    """What Azure does on a scale-in, by the set's scaleInPolicy (Microsoft docs,
+    virtual-machine-scale-sets-scale-in-policy)."""
+    props = vmss.get("properties") or {}
+    policy = props.get("scaleInPolicy") or props.get("scale_in_policy") or {}
+    rules = policy.get("rules") or ["Default"]
+    rule = str(rules[0])
+    if rule == "NewestVM":
+        return "Azure deletes the newest instances (scaleInPolicy NewestVM), balanced across zones"
+    if rule == "OldestVM":
+        return "Azure deletes the oldest instances (scaleInPolicy OldestVM), balanced across zones"
+    return (
+        "Azure picks the instances to delete (scaleInPolicy Default: balance zones, then "
+        "fault domains, then the highest instance ids); protected instances are never picked"
+    )
+
+
+def scale(
+    resource_group: ResourceGroup,
+    name: Name,
+    capacity: Annotated[
+        int,
+        typer.Option(
+            "--capacity",
+            "-c",
+            metavar="N",
+            help="New instance count (sku.capacity); Azure picks the instances a scale-in deletes.",
+        ),
+    ],
+    yes: Yes = False,
+    no_wait: NoWait = False,
+    poll_interval: PollEvery = "5:30",
+    subscription: Subscription = None,
+    arm_endpoint: ArmEndpoint = None,
+    out: OutputFormat = None,
+    query: Query = None,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Scale a scale set out or in to --capacity instances, then wait until the
+    new ones are provisioned or the removed ones are gone. On a scale-in Azure
+    chooses which instances go (its scaleInPolicy); to choose them yourself, use
+    `vmss-rollout instances delete`."""
+    output.check_output(out, json, query)
+    if capacity < 0:
+        raise InputError(f"--capacity: must be 0 or more, got {capacity}")
+    if capacity > MAX_CAPACITY:
+        raise InputError(
+            f"--capacity: {capacity} is above Azure's limit of {MAX_CAPACITY} instances "
+            "per scale set"
+        )
+    interval = _poll_interval(poll_interval)
+    backend = _backend(resource_group, name, subscription, arm_endpoint)
+    scale_set = backend.read_scale_set()
+    limit, why = capacity_limit(backend.vmss_json, scale_set.flexible)
+    if capacity > limit:
+        raise InputError(f"--capacity: {capacity} is above {limit}, the most in {why}")
+    before = sorted((i.instance_id for i in backend.list_instances()), key=instance_sort_key)
+    current = len(before)
+    err = output.stderr_console()
+    if capacity == scale_set.capacity and capacity == current:
+        raise InputError(f"{backend.where} already has capacity {capacity}: nothing to do")
+    what = f"scale {backend.where} from {current} to {capacity} instances"
+    note = scale_in_policy(backend.vmss_json) if capacity < current else ""
+    if not yes:
+        if note and sys.stdin.isatty():
+            err.print(note, soft_wrap=True, markup=False)
+        confirm(what, f"{what}?")
+    backend.set_capacity(capacity)
+    instances = backend.list_instances()
+    while not no_wait and not _settled(instances, capacity):
+        time.sleep(interval.next(False))  # real time: the instances are real
+        instances = backend.list_instances()
+    after = sorted((i.instance_id for i in instances), key=instance_sort_key)
+    added = [i for i in after if i not in before]
+    removed = [i for i in before if i not in after]
+    result = {
+        "scale_set": backend.scale_set_id,
+        "capacity": capacity,
+        "previous": current,
+        "added": added,
+        "removed": removed,
+        "waited": not no_wait,
+        "scale_in_policy": note or None,
+        "requests": dict(backend.counter.attempts),
+    }
+
+    def text() -> None:
+        changed = (
+            f"added {' '.join(added) or '-'}"
+            if capacity >= current
+            else f"removed {' '.join(removed) or '-'}"
+        )
+        err.print(
+            f"scale: {current} -> {capacity} instances "
+            f"{'requested' if no_wait else 'done'}; {changed} "
+            f"({backend.counter.total} ARM requests)",
+            soft_wrap=True,
+        )
+
+    output.emit(result, output=out, query=query, json_alias=json, table=text)
+
+
+def _settled(instances: list[Any], capacity: int) -> bool:
+    """``capacity`` instances, none being created or deleted (overprovisioned
+    extras are created and deleted by the platform before it ends)."""
+    busy = (ProvisioningState.CREATING, ProvisioningState.DELETING)
+    return len(instances) == capacity and not any(i.provisioning in busy for i in instances)
