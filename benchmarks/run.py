@@ -293,7 +293,7 @@ def calibration_recovery(seeds: int) -> None:
     from vmss_rollout.sim.distributions import Exponential, Fixed, LogNormal, Uniform
 
     section(
-        f"5. calibration recovery from 120 instance samples, {seeds} seeds each "
+        f"8. calibration recovery from 120 instance samples, {seeds} seeds each "
         "(goal: means within 10%, rates within 3 points)"
     )
     cases = [
