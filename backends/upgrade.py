@@ -25,6 +25,7 @@ from ..engine.rollout import (
     Step,
     runs,
 )
+from ..engine.topology import check_domains, flag
 from ..strategies.base import Strategy
 from ..strategies.registry import make, parse_spec, validate
 from .journal import Journal, JournalError, RolloutRecord, model_from_dict, model_to_dict
@@ -298,46 +299,16 @@ def check_request(
 
 
 def check_fault_domains(scale_set: ScaleSetModel, strategy: str, scope: Scope) -> None:
-    """Refuse fault-domain waves and ``--only-fault-domains`` on a scale set with
-    one fault domain: under max spreading (``platformFaultDomainCount`` 1, the
-    default of zonal Uniform sets) every instance reports fault domain 0 ("you
-    only see one fault domain. This is expected behavior": Microsoft docs,
-    virtual-machine-scale-sets-manage-fault-domains), so one "fault domain" wave
-    would be every instance at once."""
-    check_update_domains(scale_set, strategy, scope)
-    if scale_set.fault_domain_count != 1:
-        return
-    what = []
-    if strategy == "fault-domain":
-        what.append("the fault-domain strategy")
-    if scope.fault_domains is not None:
-        what.append("--only-fault-domains")
-    if what:
-        raise InputError(
-            f"{' and '.join(what)}: scale set {scale_set.name} has one fault domain "
-            "(platformFaultDomainCount 1, max spreading: every instance reports fault "
-            "domain 0); use update-domain, zone or batch waves"
-        )
-
-
-def check_update_domains(scale_set: ScaleSetModel, strategy: str, scope: Scope) -> None:
-    """Refuse update-domain waves and ``--only-update-domains`` on a Flexible scale
-    set: its members report no update domain ("The API responses don't include fault
-    domain or update domain information": Microsoft docs,
-    virtual-machine-scale-sets-manage-fault-domains)."""
-    if not scale_set.flexible:
-        return
-    what = []
-    if strategy == "update-domain":
-        what.append("the update-domain strategy")
-    if scope.update_domains is not None:
-        what.append("--only-update-domains")
-    if what:
-        raise InputError(
-            f"{' and '.join(what)}: scale set {scale_set.name} uses Flexible orchestration, "
-            "whose VMs have no update domains; use fault-domain, zone, batch or "
-            "one-at-a-time waves"
-        )
+    """Refuse waves the live scale set's topology cannot give
+    (:func:`engine.topology.check_domains`)."""
+    check_domains(
+        f"scale set {scale_set.name}",
+        flexible=scale_set.flexible,
+        fault_domain_count=scale_set.fault_domain_count,
+        strategy=strategy,
+        scope=scope,
+        option=flag,
+    )
 
 
 def _drive(

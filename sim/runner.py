@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..engine.backend import execute
-from ..engine.errors import InputError
 from ..engine.events import Event, EventKind
 from ..engine.model import Instance, UpgradeMode
 from ..engine.rollout import Rollout
+from ..engine.topology import check_domains
 from ..strategies.base import Strategy
 from ..strategies.registry import make
 from .scaleset import CURRENT_MODEL, TARGET_MODEL, Monitor, SimScaleSet, TimelineRow
@@ -247,21 +247,16 @@ def simulate(
 
 
 def check_topology(scenario: Scenario, strategy: str) -> None:
-    """A Flexible scenario has no update domains: update-domain waves and an
-    ``only_update_domains`` scope are refused, as they are on a live Flexible set."""
-    if scenario.orchestration != "Flexible":
-        return
-    what = []
-    if _strategy(strategy).name == "update-domain":
-        what.append("the update-domain strategy")
-    if scenario.engine.scope.update_domains is not None:
-        what.append("engine.only_update_domains")
-    if what:
-        raise InputError(
-            f"{' and '.join(what)}: scenario {scenario.name} uses Flexible orchestration, "
-            "whose VMs have no update domains; use fault-domain, zone, batch or "
-            "one-at-a-time waves"
-        )
+    """Refuse what the scenario's scale set could not give, as ``upgrade`` refuses
+    it on a live one (:func:`engine.topology.check_domains`)."""
+    check_domains(
+        f"scenario {scenario.name}",
+        flexible=scenario.orchestration == "Flexible",
+        fault_domain_count=scenario.fault_domains,
+        strategy=_strategy(strategy).name,
+        scope=scenario.engine.scope,
+        option=lambda field: f"engine.only_{field}",
+    )
 
 
 def run_once(

@@ -24,14 +24,16 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
+from hypothesis import reject
 from hypothesis import strategies as st
 
+from ..engine.errors import InputError
 from ..engine.model import Instance
 from ..engine.options import Amount, EngineOptions, OnFailure, Scope
 from ..strategies.base import InstanceInfo, Strategy
 from ..strategies.registry import builtin_names, make
 from .distributions import Distribution, Fixed, Uniform
-from .runner import RunResult, build, derive_seed, run_once
+from .runner import RunResult, build, check_topology, derive_seed, run_once
 from .scaleset import TARGET_MODEL
 from .scenario import Scenario
 
@@ -357,7 +359,14 @@ def check_rollout(
     max_outage: float | None = None,
 ) -> RunResult:
     """Run ``scenario`` once (recorded; :func:`run_seed` by default), apply
-    :func:`assert_rollout_safe` and return the result."""
+    :func:`assert_rollout_safe` and return the result. A fleet whose topology
+    cannot give the strategy's waves (fault-domain waves on one fault domain,
+    update-domain waves on Flexible: refused by ``simulate`` and ``upgrade``
+    alike) is not an example: hypothesis is told to draw another."""
+    try:
+        check_topology(scenario, strategy_spec)
+    except InputError:
+        reject()
     result = run_once(
         scenario, strategy_spec, run_seed(scenario) if seed is None else seed, record=True
     )

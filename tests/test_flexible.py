@@ -446,3 +446,21 @@ def test_uniform_only_scale_set_features_are_refused_on_flexible() -> None:
     assert overprovision.status == 400 and "Overprovision" in overprovision.body["error"]["message"]
     uniform = Arm(scenario=scenario(instances=3))
     assert uniform.call("GET", f"{uniform.vmss}/instanceView").status == 200
+
+
+def test_simulate_refuses_fault_domain_waves_on_one_fault_domain(tmp_path: Any) -> None:
+    """A zonal scenario defaults to one fault domain, as Azure does: the dry run
+    refuses fault-domain waves exactly as ``upgrade`` refuses them on the live
+    set (one check, engine/topology.py), instead of simulating one wave of all."""
+    path = tmp_path / "zonal.toml"
+    path.write_text('name = "zonal"\nruns = 3\n[scale_set]\ninstances = 6\nzones = ["1", "2"]\n')
+    refused = run_cli("simulate", str(path), "-s", "fault-domain")
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1, refused.stderr
+    assert refused.stderr.startswith("error: the fault-domain strategy: scenario zonal has one")
+    scoped = path.with_name("scoped.toml")
+    scoped.write_text(path.read_text() + "[engine]\nonly_fault_domains = [0]\n")
+    refused = run_cli("simulate", str(scoped), "-s", "batch:size=2")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: engine.only_fault_domains: scenario zonal has one")
+    assert run_cli("simulate", str(path), "-s", "zone").returncode == 0

@@ -15,7 +15,7 @@ from collections import Counter
 
 import pytest
 import simpy
-from hypothesis import given, note
+from hypothesis import given, note, reject
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -36,7 +36,7 @@ from vmss_rollout.engine.model import (
 )
 from vmss_rollout.engine.options import Amount
 from vmss_rollout.sim.distributions import Fixed
-from vmss_rollout.sim.runner import RunResult, run_once
+from vmss_rollout.sim.runner import RunResult, check_topology, run_once
 from vmss_rollout.sim.scaleset import (
     CURRENT_MODEL,
     TARGET_MODEL,
@@ -75,6 +75,10 @@ ANY_SCENARIO = fleets() | fault_scenarios()
 
 def run(scenario: Scenario, spec: str) -> RunResult:
     note(f"spec={spec!r} scenario={scenario!r}")
+    try:
+        check_topology(scenario, spec)  # refused by simulate and upgrade alike
+    except InputError:
+        reject()
     return run_once(scenario, spec, run_seed(scenario), record=True)
 
 
