@@ -818,9 +818,9 @@ def upgrade(
 
     The prompt shows the plan (predicted duration, lowest serving against demand,
     canary, bake); the live view shows elapsed time, an ETA from the plan and
-    pause or bake countdowns. -o json streams every event as a JSON line as it
-    happens and ends with the summary object on the last line (--json and
-    --query print only the summary, as one document).
+    pause or bake countdowns. -o json (or --json) streams every event as a JSON
+    line as it happens and ends with the summary object on the last line
+    (--query prints only the summary, as one document).
     """
     flags = locals()
     output.check_output(out, json, query)
@@ -875,9 +875,11 @@ def _run_upgrade(
     out: str | None = None,
     query: str | None = None,
 ) -> None:
-    # -o json (no --query): events as JSON lines, then the summary on one line
-    stream = (out or "").strip().lower() == "json" and query is None
-    json = output.output_format(out, json, query) != "table"
+    # -o json or its alias --json (no --query): events as JSON lines, then the
+    # summary on one line
+    fmt = output.output_format(out, json, query)
+    stream = fmt == "json" and query is None
+    json = fmt != "table"
     from ..backends.lease import LeaseInfo, check_may_take, holder_id
     from ..backends.upgrade import (
         UpgradeRequest,
@@ -1086,8 +1088,8 @@ def resume(
     scale set. Refuses (exit 2) a rollout another live process drives, a scale
     set deleted and re-created since (another uniqueId), and a live model that is
     neither the rollout's target nor its previous model: resuming never moves
-    the model back to an older target. -o json streams events as JSON lines, as
-    upgrade does."""
+    the model back to an older target. -o json (or --json) streams events as
+    JSON lines, as upgrade does."""
     from ..backends.upgrade import driver_alive
 
     output.check_output(out, json, query)

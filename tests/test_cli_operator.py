@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("azure.mgmt.compute")
 pytest.importorskip("uvicorn")
 
-from emulated import FAST, RG, SCENARIO, Emulated
+from emulated import FAST, RG, SCENARIO, Emulated, last_json
 
 from vmss_rollout.cli.render import Clock, history_row, plan_summary
 from vmss_rollout.emulator.launch import emulator_process
@@ -164,10 +164,50 @@ def test_upgrade_o_json_streams_events_then_the_summary(emu: Emulated) -> None:
     assert json.loads(query.stdout) == "completed"
 
 
+def test_upgrade_json_alias_streams_events_as_they_happen_like_o_json(emu: Emulated) -> None:
+    """``--json`` is ``-o json``: the events arrive on stdout while the rollout
+    runs (the canary's checkpoint line is read while the process still runs
+    and instances are still on the old image), in the same kinds and counts."""
+    import subprocess
+
+    def shape(lines: list[dict[str, Any]]) -> tuple[Any, ...]:
+        """What does not depend on when a poll saw an instance."""
+        events = [e for e in lines[:-1] if e["type"] == "event"]
+        kinds = [e["kind"] for e in events]
+        healthy = sum(len(e["instances"]) for e in events if e["kind"] == "instance_healthy")
+        waves = [len(e["instances"]) for e in events if e["kind"] == "wave_started"]
+        return kinds[0], kinds[-1], kinds.count("checkpoint"), waves, healthy, sorted(lines[-1])
+
+    args = ["-s", "batch:size=15", "--canary", "1", "--bake", "2s", "--yes", *FAST]
+    target = emu.next_target()
+    command = emu.command(
+        "upgrade", "-g", RG, "-n", emu.name, "--image-version", target, "--json", *args
+    )
+    proc = subprocess.Popen(command, env=emu.env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    lines: list[dict[str, Any]] = []
+    during: tuple[int | None, int] | None = None
+    for line in proc.stdout:
+        lines.append(json.loads(line))
+        if during is None and lines[-1].get("kind") == "checkpoint":
+            # after the canary: the bake and two waves of 15 are still to come
+            on_target = sum(f":{target} (" in s["model"] for s in emu.state()["instances"].values())
+            during = (proc.poll(), on_target)
+    assert proc.wait(timeout=180) == 0
+    assert during is not None and during[0] is None  # read while the process ran
+    assert during[1] < INSTANCES  # ...before the rollout finished
+    assert lines[-1]["rollout"]["state"] == "completed"
+    explicit = upgrade(emu, emu.next_target(), "-o", "json", *args[2:])
+    assert explicit.returncode == 0, explicit.stderr
+    streamed = [json.loads(line) for line in explicit.stdout.splitlines()]
+    assert shape(streamed) == shape(lines)
+    assert shape(lines)[:5] == ("rollout_started", "rollout_finished", 1, [1, 15, 14], 30)
+
+
 def test_resume_o_json_streams_the_rest_of_the_rollout(emu: Emulated) -> None:
     started = upgrade(emu, emu.next_target(), "--yes", "--no-wait", "--json", *FAST)
     assert started.returncode == 0, started.stderr
-    rollout = json.loads(started.stdout)["rollout"]["id"]
+    rollout = last_json(started.stdout)["rollout"]["id"]
     resumed = emu.cli("resume", rollout, "--yes", "-o", "json", *FAST[:2])
     assert resumed.returncode == 0, resumed.stderr
     lines = [json.loads(line) for line in resumed.stdout.splitlines()]
