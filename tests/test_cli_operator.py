@@ -409,6 +409,68 @@ def test_scale_out_and_in_waits_and_says_what_azure_removes(emu: Emulated) -> No
     assert len(status(emu)["instances"]) == n
 
 
+def test_instances_and_scale_are_journaled_and_history_shows_them(emu: Emulated) -> None:
+    """Each ``instances ACTION`` and ``scale`` is an operation in the journal:
+    action, what it targeted, the instances, ISO times, duration, outcome (a
+    refused write: failed with Azure's reason; no confirmation: nothing)."""
+
+    def operations() -> list[dict[str, Any]]:
+        result = emu.cli("history", "-g", RG, "-n", emu.name, "-o", "json")
+        assert result.returncode == 0, result.stderr
+        return [r for r in json.loads(result.stdout) if r["kind"] == "operation"]
+
+    before = len(operations())
+    n = len(status(emu)["instances"])
+    restart = arm(
+        emu, "instances", "restart", "--only-instances", "2,5", "--yes", "-o", "json", *FAST[:2]
+    )
+    assert restart.returncode == 0, restart.stderr
+    out = arm(emu, "scale", "--capacity", str(n + 1), "--yes", "-o", "json", *FAST[:2])
+    assert out.returncode == 0, out.stderr
+    added = json.loads(out.stdout)["added"]
+    back = arm(emu, "scale", "--capacity", str(n), "--yes", "-o", "json", *FAST[:2])
+    assert back.returncode == 0, back.stderr
+    removed = json.loads(back.stdout)["removed"]
+    unconfirmed = arm(emu, "instances", "deallocate", "--only-instances", "2")
+    assert unconfirmed.returncode == 2 and len(operations()) == before + 3
+    emu.faults(auth_failure="403-writes")
+    try:
+        refused = arm(emu, "instances", "power-off", "--only-instances", "7", "--yes", *FAST[:2])
+    finally:
+        emu.faults(auth_failure="")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+
+    ops = operations()[:4]  # newest first
+    assert [(o["action"], o["state"]) for o in ops] == [
+        ("power-off", "failed"),
+        ("scale", "completed"),
+        ("scale", "completed"),
+        ("restart", "completed"),
+    ]
+    failed, scale_in, scale_out, restarted = ops
+    assert "not authorized" in failed["reason"] or "403" in failed["reason"], failed
+    assert failed["instances"] == ["7"] and failed["target"] == "1 instance: 7"
+    assert scale_out["request"] == {"capacity": n + 1, "previous": n}
+    assert scale_out["result"]["added"] == added and scale_out["instances"] == added
+    assert scale_out["target"] == f"capacity {n} -> {n + 1}; added {' '.join(added)}"
+    assert scale_in["result"]["removed"] == removed
+    assert restarted["id"] == json.loads(restart.stdout)["operation"]
+    assert restarted["instances"] == ["2", "5"] and restarted["target"] == "2 instances: 2 5"
+    for o in ops:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", o["finished"])
+        assert o["duration_s"] >= 0 and "@" in o["driver"]
+    # the text: one block per operation at 80 columns, a row in the wide table
+    narrow = emu.cli("history", "-g", RG, "-n", emu.name, env={**emu.env, "COLUMNS": "80"})
+    assert all(len(line) <= 80 for line in narrow.stdout.splitlines()), narrow.stdout
+    assert re.search(
+        rf"^{scale_out['id']}  completed  scale  {RG}/{emu.name}$", narrow.stdout, re.M
+    )
+    assert f"  target    capacity {n} -> {n + 1}; added" in narrow.stdout
+    assert re.search(rf"^{failed['id']}  failed  power-off ", narrow.stdout, re.M)
+    wide = emu.cli("history", "-g", RG, "-n", emu.name)
+    assert "strategy / action" in wide.stdout and restarted["id"] in wide.stdout
+
+
 @pytest.mark.parametrize(
     ("capacity", "message"),
     [
