@@ -345,7 +345,10 @@ def _figure(
     by_domain = waves_follow_domains(waves_of, topology)
     zone_names = sorted(set((zones or {}).values()), key=_zone_key) if by_domain else []
     panels = max(1, len(zone_names))
-    lower = 2.0 if panels == 1 else 1.3 * panels
+    if not by_domain:  # one row per instance: more room as the fleet grows
+        lower = 2.2 + min(2.8, len(upgrade_intervals(waves_of)) / 100)
+    else:
+        lower = 2.0 if panels == 1 else 1.3 * panels
     fig = Figure(figsize=(12, 4.8 + lower), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1 + panels, 1, sharex=True, height_ratios=(3.2, *[lower / panels] * panels))
@@ -477,7 +480,15 @@ def _order_panel(ax: Any, waves_of: RunResult, minutes: float) -> None:
             lefts.append(lo * minutes)
             widths.append(max(hi - lo, 0.0) * minutes)
     for outcome, (ranks, lefts, widths) in by_outcome.items():
-        ax.barh(ranks, widths, left=lefts, height=0.85, color=_OUTCOME_COLORS[outcome], linewidth=0)
+        ax.barh(
+            ranks,
+            widths,
+            left=lefts,
+            height=0.85 if len(order) <= 60 else 1.0,  # thin rows touch: no stripes
+            color=_OUTCOME_COLORS[outcome],
+            linewidth=0,
+            antialiased=len(order) <= 60,
+        )
     ax.set_ylim(len(order) - 0.5, -0.5)  # the first to start at the top
     if len(order) <= 30:
         ax.set_yticks(range(len(order)), [iid for iid, _, _ in order], fontsize="x-small")
@@ -485,7 +496,7 @@ def _order_panel(ax: Any, waves_of: RunResult, minutes: float) -> None:
     ax.grid(True, axis="x", alpha=0.3)
     ax.set_title(
         f"upgrades of {waves_of.strategy} (its first run): one bar per instance from its "
-        "start to healthy (the waves do not follow update domains)",
+        "start to its outcome (the waves do not follow update domains)",
         fontsize="medium",
     )
     ax.legend(
@@ -632,6 +643,23 @@ tr.range td { font-style: italic; color: #57606a; }
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 
 
+def page_head(title: str) -> str:
+    """A report page from its doctype to its ``<h1>``: inline CSS, and the
+    policy that forbids fetching anything."""
+    e = html.escape
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{_CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{e(title)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<h1>{e(title)}</h1>"""
+
+
 def write_report(
     path: str | Path,
     *,
@@ -768,17 +796,7 @@ def render_report(
         for c in ("wave", "start", "phase", "update domains", "instances", "instance ids")
     )
     full_waves = full_waves.replace("{wave_head}", wave_head)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{_CSP}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{e(title)}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<h1>{e(title)}</h1>
+    return f"""{page_head(title)}
 <p class="note">{intro}</p>
 <h2 id="verdict">Verdict against demand ({required} serving)</h2>
 <ul class="verdicts">{verdicts}</ul>
