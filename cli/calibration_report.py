@@ -202,7 +202,7 @@ interval's midpoint.</p>
 Unhealthy after upgrade: {history.unhealthy} reported unhealthy and {history.never_healthy}
 never healthy (health timeout) of {history.provisioned} provisioned.</p>
 <h2 id="scenario">Scenario</h2>
-<pre>{e(toml)}</pre>
+<pre style="white-space: pre-wrap">{e(toml)}</pre>
 <script>document.body.dataset.rendered = "yes";</script>
 </body>
 </html>

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engine.errors import InputError
 from ..engine.events import EventKind
+from ..engine.model import instance_sort_key
 from ..sim.runner import RunResult, percentile
 from ..sim.scenario import Scenario
 from .output import COMPARE_COLUMNS, OUTAGE_CELL, compare_cells, fmt_duration, fmt_number
@@ -172,13 +173,13 @@ def wave_schedule(result: RunResult) -> list[tuple[int, float, str, tuple[str, .
 def upgrade_order(result: RunResult) -> list[tuple[str, list[tuple[float, float]], str]]:
     """(instance id, its upgrading intervals, how it ended: ``healthy``,
     ``unhealthy``, ``failed``, ``gone`` or ``unresolved``) per instance, in the
-    order they first started upgrading (ties: the order of the events)."""
+    order they first started upgrading (ties: by instance id)."""
     intervals = upgrade_intervals(result)
     ended: dict[str, str] = {}
     for e in result.events:
         if e.kind in _RESOLUTIONS and e.instances:
             ended[e.instances[0]] = e.kind.value.removeprefix("instance_")
-    order = sorted(intervals, key=lambda iid: intervals[iid][0][0])  # a stable sort
+    order = sorted(intervals, key=lambda iid: (intervals[iid][0][0], instance_sort_key(iid)))
     return [(iid, intervals[iid], ended.get(iid, "unresolved")) for iid in order]
 
 
@@ -346,7 +347,9 @@ def _figure(
     zone_names = sorted(set((zones or {}).values()), key=_zone_key) if by_domain else []
     panels = max(1, len(zone_names))
     if not by_domain:  # one row per instance: more room as the fleet grows
-        lower = 2.2 + min(2.8, len(upgrade_intervals(waves_of)) / 100)
+        rows = len(upgrade_intervals(waves_of))
+        # up to 30 rows are labelled with their ids: room for each label
+        lower = max(2.4, 0.15 * rows) if rows <= 30 else 2.2 + min(2.8, rows / 100)
     else:
         lower = 2.0 if panels == 1 else 1.3 * panels
     fig = Figure(figsize=(12, 4.8 + lower), layout="constrained")
