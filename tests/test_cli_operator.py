@@ -471,6 +471,20 @@ def test_instances_and_scale_are_journaled_and_history_shows_them(emu: Emulated)
     assert "strategy / action" in wide.stdout and restarted["id"] in wide.stdout
 
 
+@pytest.mark.parametrize("command", ["instances", "scale"])
+def test_an_unwritable_journal_refuses_before_any_change(
+    emu: Emulated, tmp_path: Any, command: str
+) -> None:
+    before = emu.writes()
+    args = ["restart", "--only-instances", "3"] if command == "instances" else ["-c", "31"]
+    result = arm(emu, command, *args, "--yes", "--journal", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: journal {tmp_path}: is a directory; give the path of a file"
+    )
+    assert emu.writes() == before
+
+
 @pytest.mark.parametrize(
     ("capacity", "message"),
     [
