@@ -419,7 +419,7 @@ def _figure(
     if by_domain:
         _domain_panels(fig, bottoms, waves_of, topology, zones or {}, zone_names, end, xmax)
     else:
-        _order_panel(bottoms[0], waves_of, minutes)
+        _order_panel(bottoms[0], waves_of, minutes, end)
     bottoms[-1].set_xlabel("time since the rollout started (minutes)")
     return fig
 
@@ -469,29 +469,55 @@ def _domain_panels(
         fig.colorbar(image, ax=list(axes), label="upgrading", location="right", shrink=0.9)
 
 
-def _order_panel(ax: Any, waves_of: RunResult, minutes: float) -> None:
+#: beyond this many instances the upgrade-order panel is one raster image (bars
+#: a pixel or two high leave anti-aliasing stripes in a browser's SVG)
+_ORDER_BARS = 60
+
+
+def _order_panel(ax: Any, waves_of: RunResult, minutes: float, end: float) -> None:
     """The instances in the order they started upgrading, a bar each from its
     start to its resolution, coloured by outcome."""
+    from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
     order = upgrade_order(waves_of)
-    by_outcome: dict[str, tuple[list[int], list[float], list[float]]] = {}
-    for rank, (_, spans, outcome) in enumerate(order):
-        ranks, lefts, widths = by_outcome.setdefault(outcome, ([], [], []))
-        for lo, hi in spans:
-            ranks.append(rank)
-            lefts.append(lo * minutes)
-            widths.append(max(hi - lo, 0.0) * minutes)
-    for outcome, (ranks, lefts, widths) in by_outcome.items():
-        ax.barh(
-            ranks,
-            widths,
-            left=lefts,
-            height=0.85 if len(order) <= 60 else 1.0,  # thin rows touch: no stripes
-            color=_OUTCOME_COLORS[outcome],
-            linewidth=0,
-            antialiased=len(order) <= 60,
+    outcomes = {o for _, _, o in order}
+    if len(order) > _ORDER_BARS:
+        codes = {o: n + 1 for n, o in enumerate(_OUTCOME_COLORS)}
+        columns = _HEAT_COLUMNS * 2
+        width = max(end, 1e-9) / columns
+        matrix = [[0] * columns for _ in order]
+        for rank, (_, spans, outcome) in enumerate(order):
+            for lo, hi in spans:  # every bin the upgrade covers, at least the first
+                first = min(columns - 1, int(lo / width))
+                last = min(columns - 1, max(first, int(hi / width - 1e-9)))
+                for c in range(first, last + 1):
+                    matrix[rank][c] = codes[outcome]
+        ax.imshow(
+            matrix,
+            aspect="auto",
+            interpolation="nearest",
+            cmap=ListedColormap(["white", *_OUTCOME_COLORS.values()]),
+            vmin=-0.5,
+            vmax=len(_OUTCOME_COLORS) + 0.5,
+            extent=(0, max(end * minutes, 1e-9), len(order) - 0.5, -0.5),
         )
+    else:
+        for outcome in outcomes:
+            bars = [
+                (rank, lo * minutes, max(hi - lo, 0.0) * minutes)
+                for rank, (_, spans, o) in enumerate(order)
+                if o == outcome
+                for lo, hi in spans
+            ]
+            ax.barh(
+                [b[0] for b in bars],
+                [b[2] for b in bars],
+                left=[b[1] for b in bars],
+                height=0.85,
+                color=_OUTCOME_COLORS[outcome],
+                linewidth=0,
+            )
     ax.set_ylim(len(order) - 0.5, -0.5)  # the first to start at the top
     if len(order) <= 30:
         ax.set_yticks(range(len(order)), [iid for iid, _, _ in order], fontsize="x-small")
@@ -504,7 +530,7 @@ def _order_panel(ax: Any, waves_of: RunResult, minutes: float) -> None:
     )
     ax.legend(
         handles=[
-            Patch(color=_OUTCOME_COLORS[o], label=o) for o in _OUTCOME_COLORS if o in by_outcome
+            Patch(color=_OUTCOME_COLORS[o], label=o) for o in _OUTCOME_COLORS if o in outcomes
         ],
         loc="upper left",
         bbox_to_anchor=(1.005, 1),

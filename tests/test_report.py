@@ -605,3 +605,17 @@ def test_a_long_legend_never_covers_the_title(scenario: Scenario) -> None:
     assert title.y0 >= legend.y1 >= legend.y0 >= panel.y1
     width, _ = fig.get_size_inches() * fig.dpi
     assert legend.x0 >= 0 and legend.x1 <= width  # nothing cut at the edges
+
+
+def test_a_large_upgrade_order_is_one_raster_with_every_instance(tmp_path: Path) -> None:
+    scenario = default_scenario().with_overrides(instances=120, runs=1, upgrade_failure=0.05)
+    studies = {"window": run_study(scenario, "window", record=True)}
+    summaries = [summarize("window", scenario.seed, studies["window"])]
+    write_charts(scenario, studies, summaries, plot_path=tmp_path / "big.svg", title="big")
+    svg = (tmp_path / "big.svg").read_text(encoding="utf-8")
+    assert svg.count("<image ") == 1  # the panel's raster (bars would leave stripes)
+    run = studies["window"][0]
+    order = upgrade_order(run)
+    assert len(order) == len(upgrade_intervals(run)) > 60
+    assert {o for _, _, o in order} >= {"healthy"}
+    assert "one bar per instance" in _svg_text(tmp_path / "big.svg")
