@@ -24,6 +24,10 @@ refuses while the caller says that process is alive.
 Schema version 2 added the scale set's ``uniqueId`` and the driver to each
 rollout and the state ``"abandoned"``; a version-1 journal is migrated when
 opened (SQLite cannot alter a CHECK constraint, so the table is rebuilt).
+Version 3 added the ``operations`` table: the operator commands that are not
+rollouts (``instances ACTION``, ``scale``), one row each
+(:meth:`Journal.start_operation`, :meth:`Journal.finish_operation`,
+:meth:`Journal.operations`); opening a version-2 journal creates it.
 
 Faults of the file itself: a write that fails (full disk, an I/O error) raises
 :class:`JournalError` (one line); a journal deleted (or replaced) while open is
@@ -65,6 +69,7 @@ __all__ = [
     "ActiveRolloutError",
     "Journal",
     "JournalError",
+    "OperationRecord",
     "RolloutRecord",
     "default_path",
     "image_from_dict",
@@ -75,7 +80,7 @@ __all__ = [
 ]
 
 #: ``PRAGMA user_version`` of the schema this module writes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: ``PRAGMA application_id``: "vmsR", tells a journal from any other SQLite file.
 _APPLICATION_ID = 0x766D7352
 
@@ -85,6 +90,9 @@ _ADOPTABLE = ("running", "interrupted", "halted")
 #: states that block a new rollout of the same scale set
 UNFINISHED = ("running", "interrupted")
 _OUTCOMES = ("started", "done", "unhealthy", "failed", "gone")
+#: an operation (instances ACTION, scale): running until it ends; "requested"
+#: when the command returned without waiting (--no-wait)
+OPERATION_STATES = ("running", "completed", "requested", "failed", "interrupted")
 _ROLLBACK_PHASES = (Phase.ROLLBACK_MODEL.value, Phase.ROLLING_BACK.value)
 
 _RESOLUTION = {
@@ -158,6 +166,23 @@ CREATE TABLE IF NOT EXISTS instance_outcomes (
     updated_at  REAL NOT NULL,              -- wall time
     PRIMARY KEY (rollout_id, instance_id)
 ) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS operations (
+    id            TEXT PRIMARY KEY,
+    scale_set_id  TEXT NOT NULL,
+    scale_set_key TEXT NOT NULL,            -- lower-cased ARM id
+    action        TEXT NOT NULL,            -- start, ..., delete (instances), scale
+    request       TEXT NOT NULL,            -- JSON: what was asked (instances, capacity)
+    instances     TEXT NOT NULL,            -- JSON list of the instance ids it named
+    result        TEXT NOT NULL,            -- JSON: what came of it (capacity, added, removed)
+    state         TEXT NOT NULL CHECK (state IN ({", ".join(repr(s) for s in OPERATION_STATES)})),
+    reason        TEXT NOT NULL DEFAULT '',
+    started_at    REAL NOT NULL,
+    finished_at   REAL,
+    driver        TEXT NOT NULL DEFAULT ''  -- user@host:pid that ran it
+);
+CREATE INDEX IF NOT EXISTS operations_by_start ON operations (started_at);
+CREATE INDEX IF NOT EXISTS operations_by_scale_set ON operations (scale_set_key, started_at);
 """
 
 # One statement, one snapshot: the counts agree with the row.
@@ -249,6 +274,32 @@ class RolloutRecord:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class OperationRecord:
+    """One operator command that is not a rollout (``instances ACTION``,
+    ``scale``) as the journal knows it."""
+
+    id: str
+    scale_set_id: str
+    #: "start", "restart", "power-off", "deallocate", "reimage", "delete" or "scale"
+    action: str
+    #: what was asked: ``{"instances": [...]}`` or ``{"capacity": N, "previous": M}``
+    request: dict[str, Any]
+    #: the instance ids it named (a scale: those added or removed, once known)
+    instances: list[str]
+    #: what came of it, e.g. ``{"capacity": 28}`` or ``{"added": [...], "removed": [...]}``
+    result: dict[str, Any]
+    #: "running" | "completed" | "requested" | "failed" | "interrupted"
+    state: str
+    reason: str
+    started_at: float
+    finished_at: float | None
+    driver: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 # --- model (de)serialisation -----------------------------------------------------
 
 
@@ -333,9 +384,9 @@ def _json(value: Any, name: str) -> str:
         raise TypeError(f"{name}: not JSON-serialisable: {exc}") from None
 
 
-def _new_id(now: float) -> str:
+def _new_id(now: float, prefix: str = "r") -> str:
     stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d-%H%M%S")
-    return f"r-{stamp}-{os.urandom(2).hex()}"
+    return f"{prefix}-{stamp}-{os.urandom(2).hex()}"
 
 
 def _owned(st: os.stat_result) -> bool:
@@ -449,7 +500,7 @@ class Journal:
                 )
             if version == SCHEMA_VERSION:
                 return
-            ours = {"rollouts", "events", "waves", "instance_outcomes"}
+            ours = {"rollouts", "events", "waves", "instance_outcomes", "operations"}
             tables = {
                 row[0]
                 for row in tx.execute(
@@ -491,7 +542,8 @@ class Journal:
                     tx.execute(statement)
             if tx.execute("PRAGMA foreign_key_check").fetchall():
                 raise sqlite3.DatabaseError("migration to schema 2 broke a foreign key")
-            tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            # version 2 now; _setup creates what later versions add (IF NOT EXISTS)
+            tx.execute("PRAGMA user_version = 2")
 
     @property
     def _conn(self) -> sqlite3.Connection:
@@ -947,6 +999,117 @@ class Journal:
             )
             self._stop(db, rollout_id, attempt, "abandoned", reason, now)
             return self._require(db, rollout_id)
+
+    # ------------------------------------------------------------------ operations
+    def start_operation(
+        self,
+        *,
+        scale_set_id: str,
+        action: str,
+        request: Mapping[str, Any],
+        instances: list[str],
+        now: float,
+        driver: str = "",
+    ) -> OperationRecord:
+        """Record an operator command (``instances ACTION``, ``scale``) as
+        running, before it asks Azure for anything."""
+        now = _time(now, "now")
+        ssid = scale_set_id.strip()
+        if not ssid:
+            raise InputError("scale set id: empty")
+        if not action:
+            raise InputError("operation: empty action")
+        for _ in range(16):  # the id is time + 16 random bits: retry a collision
+            op_id = _new_id(now, "o")
+            with self._write() as db:
+                if db.execute("SELECT 1 FROM operations WHERE id = ?", (op_id,)).fetchone():
+                    continue
+                db.execute(
+                    "INSERT INTO operations (id, scale_set_id, scale_set_key, action, request, "
+                    "instances, result, state, reason, started_at, finished_at, driver) "
+                    "VALUES (?, ?, ?, ?, ?, ?, '{}', 'running', '', ?, NULL, ?)",
+                    (
+                        op_id,
+                        ssid,
+                        ssid.lower(),
+                        action,
+                        _json(dict(request), "request"),
+                        _json(list(instances), "instances"),
+                        now,
+                        driver,
+                    ),
+                )
+                return self._operation(db, op_id)
+        raise RuntimeError("could not allocate a unique operation id")  # pragma: no cover
+
+    def finish_operation(
+        self,
+        op_id: str,
+        state: str,
+        now: float,
+        *,
+        reason: str = "",
+        result: Mapping[str, Any] | None = None,
+        instances: list[str] | None = None,
+    ) -> OperationRecord:
+        """End a running operation: ``state`` is "completed", "requested"
+        (returned without waiting), "failed" or "interrupted"; ``result`` what
+        came of it, ``instances`` replaces the ids it named (a scale's added or
+        removed instances, known only at its end)."""
+        if state not in OPERATION_STATES or state == "running":
+            raise InputError(
+                f"finish {op_id}: state must be one of "
+                f"{', '.join(s for s in OPERATION_STATES if s != 'running')}, got {state!r}"
+            )
+        now = _time(now, "now")
+        with self._write() as db:
+            record = self._operation(db, op_id)
+            if record.state != "running":
+                raise InputError(f"operation {op_id} is {record.state}: not recording")
+            db.execute(
+                "UPDATE operations SET state = ?, reason = ?, finished_at = ?, result = ?, "
+                "instances = ? WHERE id = ?",
+                (
+                    state,
+                    reason,
+                    now,
+                    _json(dict(result or {}), "result"),
+                    _json(list(record.instances if instances is None else instances), "instances"),
+                    op_id,
+                ),
+            )
+            return self._operation(db, op_id)
+
+    @staticmethod
+    def _operation_record(row: sqlite3.Row) -> OperationRecord:
+        # one column per field, the JSON ones decoded
+        encoded = ("request", "instances", "result")
+        return OperationRecord(
+            **{
+                f.name: json.loads(row[f.name]) if f.name in encoded else row[f.name]
+                for f in fields(OperationRecord)
+            }
+        )
+
+    def _operation(self, db: sqlite3.Connection, op_id: str) -> OperationRecord:
+        row = db.execute("SELECT * FROM operations WHERE id = ?", (op_id,)).fetchone()
+        if row is None:
+            raise InputError(f"no operation {op_id!r} in journal {self.path}")
+        return self._operation_record(row)
+
+    def operations(self, scale_set_id: str | None = None, limit: int = 50) -> list[OperationRecord]:
+        """Operations, newest first (of one scale set, or all)."""
+        if limit < 1:
+            raise InputError(f"limit: expected a count >= 1, got {limit}")
+        where, params = "", []
+        if scale_set_id is not None:
+            where, params = "WHERE scale_set_key = ? ", [scale_set_id.strip().lower()]
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT * FROM operations {where}ORDER BY started_at DESC, rowid DESC LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+        return [self._operation_record(row) for row in rows]
 
     # ------------------------------------------------------------------ reads
     def get(self, rollout_id: str) -> RolloutRecord:

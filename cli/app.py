@@ -575,7 +575,7 @@ def compare(
     def table() -> None:
         console = output.stdout_console()
         title = f"{scenario.runs} runs per strategy, seed {scenario.seed}"
-        console.print(output.compare_table(rows, title))
+        console.print(output.compare_view(rows, title, console.width))
         console.print(output.scenario_line(info), soft_wrap=True)
         for line in output.compare_footer(rows, scope, info["required_count"]):
             console.print(line, soft_wrap=True, markup=False)

@@ -11,6 +11,7 @@ import typer
 
 from ..backends.journal import Journal
 from ..engine.errors import BackendError, InputError
+from . import output
 from .operate import (
     ArmEndpoint,
     JournalPath,
@@ -24,6 +25,7 @@ from .options import Debug
 
 if TYPE_CHECKING:
     from ..backends.azure import AzureBackend
+    from ..backends.calibrate import History
     from ..sim.scenario import Scenario
 
 Since = Annotated[
@@ -53,6 +55,17 @@ def calibration(
 ) -> tuple[str, Scenario, int]:
     """The calibrated scenario's TOML, the scenario, and how many rollouts it
     was fitted from (0: Azure's own figures or the defaults)."""
+    text, scenario, fitted, _ = calibration_with_history(backend, journal, since, poll_interval)
+    return text, scenario, fitted
+
+
+def calibration_with_history(
+    backend: AzureBackend,
+    journal: str | None,
+    since: str | None = None,
+    poll_interval: str | None = None,
+) -> tuple[str, Scenario, int, History]:
+    """:func:`calibration` and the journal's observations it fitted."""
     from ..backends.calibrate import (
         azure_figures,
         calibrated_scenario,
@@ -96,7 +109,7 @@ def calibration(
         scale_set_id=backend.scale_set_id,
         azure=figures,
     )
-    return text, scenario, len(history.rollouts) if history.upgrade else 0
+    return text, scenario, len(history.rollouts) if history.upgrade else 0, history
 
 
 def calibrate(
@@ -109,6 +122,16 @@ def calibrate(
         typer.Option("--out-file", metavar="FILE", help="Write the scenario here, not stdout."),
     ] = None,
     poll_interval: JournaledPoll = None,
+    report: Annotated[
+        str | None,
+        typer.Option(
+            "--report",
+            metavar="FILE.html",
+            help="Also write an HTML page showing each fit: the empirical CDF band of the "
+            "interval-censored observations against the fitted CDFs, with every candidate's "
+            "log L and AIC (needs pip install 'vmss-rollout[plot]').",
+        ),
+    ] = None,
     subscription: Subscription = None,
     arm_endpoint: ArmEndpoint = None,
     debug: Debug = False,
@@ -116,9 +139,24 @@ def calibrate(
     """Print a scenario TOML fitted from the journaled rollouts of a scale set:
     upgrade-time and health-delay distributions (interval-censored maximum
     likelihood, chosen by AIC), failure and unhealthy rates, the live topology.
-    Changes nothing. Use it with `simulate FILE` or `plan --calibrated`."""
+    Changes nothing. Use it with `simulate FILE` or `plan --calibrated`;
+    --report FILE.html draws each fit."""
+    if report is not None:  # a bad suffix or no matplotlib: refused before any work
+        from .plotting import check_chart_paths
+
+        check_chart_paths(None, Path(report))
     backend = _backend(resource_group, name, subscription, arm_endpoint)
-    text, _, _ = calibration(backend, journal, since, poll_interval)
+    text, _, _, history = calibration_with_history(backend, journal, since, poll_interval)
+    if report is not None:
+        from .calibration_report import write_calibration_report
+
+        write_calibration_report(
+            Path(report),
+            history=history,
+            toml=text,
+            title=f"calibration of {backend.where}",
+        )
+        output.stderr_console().print(f"wrote {report}", soft_wrap=True, markup=False)
     if out_file is None:
         sys.stdout.write(text)
         return

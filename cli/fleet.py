@@ -9,11 +9,13 @@ from typing import Annotated, Any
 
 import typer
 
+from ..backends.journal import Journal
 from ..engine.errors import InputError
 from ..engine.model import ProvisioningState, instance_sort_key
 from . import output
 from .operate import (
     ArmEndpoint,
+    JournalPath,
     Name,
     NoWait,
     PollEvery,
@@ -23,6 +25,7 @@ from .operate import (
     _backend,
     _poll_interval,
     confirm,
+    journaled,
 )
 from .options import Debug, Json
 from .output import OutputFormat, Query
@@ -76,6 +79,7 @@ def scale(
     yes: Yes = False,
     no_wait: NoWait = False,
     poll_interval: PollEvery = "5:30",
+    journal: JournalPath = None,
     subscription: Subscription = None,
     arm_endpoint: ArmEndpoint = None,
     out: OutputFormat = None,
@@ -86,7 +90,8 @@ def scale(
     """Scale a scale set out or in to --capacity instances, then wait until the
     new ones are provisioned or the removed ones are gone. On a scale-in Azure
     chooses which instances go (its scaleInPolicy); to choose them yourself, use
-    `vmss-rollout instances delete`."""
+    `vmss-rollout instances delete`. The journal records it (`vmss-rollout
+    history` shows it)."""
     output.check_output(out, json, query)
     if capacity < 0:
         raise InputError(f"--capacity: must be 0 or more, got {capacity}")
@@ -108,10 +113,42 @@ def scale(
         raise InputError(f"{backend.where} already has capacity {capacity}: nothing to do")
     what = f"scale {backend.where} from {current} to {capacity} instances"
     note = scale_in_policy(backend.vmss_json) if capacity < current else ""
+    book = Journal(journal)  # a journal that cannot be written refuses before any change
     if not yes:
         if note and sys.stdin.isatty():
             err.print(note, soft_wrap=True, markup=False)
         confirm(what, f"{what}?")
+    request = {"capacity": capacity, "previous": current}
+    with journaled(book, backend, "scale", request, []) as journaled_as:
+        result = _resize(backend, capacity, before, no_wait, interval, note)
+        added, removed = result["added"], result["removed"]
+        journaled_as["state"] = "requested" if no_wait else "completed"
+        journaled_as["result"] = {"added": added, "removed": removed}
+        journaled_as["instances"] = added + removed
+    result["operation"] = journaled_as["id"]
+
+    def text() -> None:
+        changed = (
+            f"added {' '.join(added) or '-'}"
+            if capacity >= current
+            else f"removed {' '.join(removed) or '-'}"
+        )
+        err.print(
+            f"scale: {current} -> {capacity} instances "
+            f"{'requested' if no_wait else 'done'}; {changed} "
+            f"({backend.counter.total} ARM requests); journaled as {journaled_as['id']}",
+            soft_wrap=True,
+        )
+
+    output.emit(result, output=out, query=query, json_alias=json, table=text)
+
+
+def _resize(
+    backend: Any, capacity: int, before: list[str], no_wait: bool, interval: Any, note: str
+) -> dict[str, Any]:
+    """Set the capacity, then (unless ``no_wait``) wait until it settles;
+    ``scale``'s JSON result (``note``: what Azure does on a scale-in)."""
+    current = len(before)
     backend.set_capacity(capacity)
     instances = backend.list_instances()
     while not no_wait and not _settled(instances, capacity):
@@ -130,21 +167,7 @@ def scale(
         "scale_in_policy": note or None,
         "requests": dict(backend.counter.attempts),
     }
-
-    def text() -> None:
-        changed = (
-            f"added {' '.join(added) or '-'}"
-            if capacity >= current
-            else f"removed {' '.join(removed) or '-'}"
-        )
-        err.print(
-            f"scale: {current} -> {capacity} instances "
-            f"{'requested' if no_wait else 'done'}; {changed} "
-            f"({backend.counter.total} ARM requests)",
-            soft_wrap=True,
-        )
-
-    output.emit(result, output=out, query=query, json_alias=json, table=text)
+    return result
 
 
 def _settled(instances: list[Any], capacity: int) -> bool:

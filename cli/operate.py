@@ -818,9 +818,9 @@ def upgrade(
 
     The prompt shows the plan (predicted duration, lowest serving against demand,
     canary, bake); the live view shows elapsed time, an ETA from the plan and
-    pause or bake countdowns. -o json streams every event as a JSON line as it
-    happens and ends with the summary object on the last line (--json and
-    --query print only the summary, as one document).
+    pause or bake countdowns. -o json (or --json) streams every event as a JSON
+    line as it happens and ends with the summary object on the last line
+    (--query prints only the summary, as one document).
     """
     flags = locals()
     output.check_output(out, json, query)
@@ -875,9 +875,11 @@ def _run_upgrade(
     out: str | None = None,
     query: str | None = None,
 ) -> None:
-    # -o json (no --query): events as JSON lines, then the summary on one line
-    stream = (out or "").strip().lower() == "json" and query is None
-    json = output.output_format(out, json, query) != "table"
+    # -o json or its alias --json (no --query): events as JSON lines, then the
+    # summary on one line
+    fmt = output.output_format(out, json, query)
+    stream = fmt == "json" and query is None
+    json = fmt != "table"
     from ..backends.lease import LeaseInfo, check_may_take, holder_id
     from ..backends.upgrade import (
         UpgradeRequest,
@@ -1086,8 +1088,8 @@ def resume(
     scale set. Refuses (exit 2) a rollout another live process drives, a scale
     set deleted and re-created since (another uniqueId), and a live model that is
     neither the rollout's target nor its previous model: resuming never moves
-    the model back to an older target. -o json streams events as JSON lines, as
-    upgrade does."""
+    the model back to an older target. -o json (or --json) streams events as
+    JSON lines, as upgrade does."""
     from ..backends.upgrade import driver_alive
 
     output.check_output(out, json, query)
@@ -1291,14 +1293,20 @@ def history(
     json: Json = False,
     debug: Debug = False,
 ) -> None:
-    """Past and running rollouts from the journal, newest first: target, state,
-    ISO 8601 start and end times (UTC) and duration."""
+    """Past and running rollouts from the journal, and the instance actions and
+    scalings (`instances`, `scale`), newest first: target, state, ISO 8601
+    start and end times (UTC) and duration."""
     output.check_output(out, json, query)
-    records = Journal(journal).history(None, limit=200)
+    book = Journal(journal)
+    records = book.history(None, limit=200)
+    operations = book.operations(None, limit=200)
     if resource_group or name:
         records = [r for r in records if _matches(r.scale_set_id, resource_group, name)]
+        operations = [o for o in operations if _matches(o.scale_set_id, resource_group, name)]
     now = time.time()
     rows = [render.history_row(r.to_json(), now) for r in records]
+    rows += [render.operation_row(o.to_json(), now) for o in operations]
+    rows.sort(key=lambda row: row["started_at"], reverse=True)
 
     def scale_set(scale_set_id: str) -> str:
         return "/".join(_names_from_id(scale_set_id))
@@ -1347,6 +1355,56 @@ Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmat
 NoWait = Annotated[bool, typer.Option("--no-wait", help="Return once requested.")]
 
 
+@contextmanager
+def journaled(
+    book: Journal,
+    backend: AzureBackend,
+    action: str,
+    request: Mapping[str, Any],
+    instances: list[str],
+) -> Iterator[dict[str, Any]]:
+    """Journal an operator command that is not a rollout (``instances ACTION``,
+    ``scale``): recorded as running before the request, ended when the block
+    ends: ``completed``, or what the caller sets in the yielded dict
+    (``state``, ``result``, ``instances``); an exception ends it ``failed``
+    with its message, Ctrl-C or SIGTERM ``interrupted``. ``history`` shows it."""
+    from ..backends.lease import holder_id
+
+    record = book.start_operation(
+        scale_set_id=backend.scale_set_id,
+        action=action,
+        request=request,
+        instances=instances,
+        now=time.time(),
+        driver=holder_id(),
+    )
+    outcome: dict[str, Any] = {"id": record.id}
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    old_term = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield outcome
+    except KeyboardInterrupt:
+        book.finish_operation(
+            record.id, "interrupted", time.time(), reason="stopped before it was done"
+        )
+        raise
+    except Exception as exc:
+        book.finish_operation(record.id, "failed", time.time(), reason=" ".join(str(exc).split()))
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+    book.finish_operation(
+        record.id,
+        outcome.get("state", "completed"),
+        time.time(),
+        result=outcome.get("result"),
+        instances=outcome.get("instances"),
+    )
+
+
 def confirm(what: str, prompt: str) -> None:
     """Ask ``prompt`` on a terminal (no: exit 0, nothing changed); without one,
     refuse with exit 2 naming --yes."""
@@ -1369,6 +1427,7 @@ def instances(
     yes: Yes = False,
     no_wait: NoWait = False,
     poll_interval: PollEvery = "5:30",
+    journal: JournalPath = None,
     subscription: Subscription = None,
     arm_endpoint: ArmEndpoint = None,
     out: OutputFormat = None,
@@ -1379,7 +1438,8 @@ def instances(
     """Start, restart, power off, deallocate, reimage or delete selected
     instances, or a whole update domain, fault domain or zone (what the old
     scale-set editor did per domain and per VM), then wait until they are done.
-    Deleting lowers the scale set's capacity by the instances deleted."""
+    Deleting lowers the scale set's capacity by the instances deleted. The
+    journal records each action (`vmss-rollout history` shows it)."""
     output.check_output(out, json, query)
     if action not in ACTIONS:
         raise InputError(f"unknown action {action!r} (valid: {', '.join(ACTIONS)})")
@@ -1405,12 +1465,43 @@ def instances(
     err = output.stderr_console()
     if not ids:
         raise InputError("the filters select no instance")
+    book = Journal(journal)  # a journal that cannot be written refuses before any change
     if not yes:
         confirm(
             f"{action} {len(ids)} instances",
             f"{action} {len(ids)} instances ({' '.join(ids[:20])}"
             f"{' ...' if len(ids) > 20 else ''})?",
         )
+    with journaled(book, backend, action, {"instances": ids}, ids) as journaled_as:
+        result = _act(backend, action, ids, no_wait, interval)
+        journaled_as["state"] = "requested" if no_wait else "completed"
+        journaled_as["result"] = {k: result[k] for k in ("capacity",) if k in result}
+    result["operation"] = journaled_as["id"]
+
+    def text() -> None:
+        err.print(
+            f"{action}: {len(ids)} instances {'requested' if no_wait else 'done'} "
+            f"({backend.counter.total} ARM requests)"
+            + (f"; capacity now {result['capacity']}" if "capacity" in result else "")
+            + f"; journaled as {journaled_as['id']}",
+            soft_wrap=True,
+        )
+
+    output.emit(
+        result,
+        output=out,
+        query=query,
+        json_alias=json,
+        table=text,
+        rows=[{"action": action, "instance_id": i} for i in ids],
+    )
+
+
+def _act(
+    backend: AzureBackend, action: str, ids: list[str], no_wait: bool, interval: Any
+) -> dict[str, Any]:
+    """Ask Azure for ``action`` on ``ids``, then (unless ``no_wait``) wait
+    until they are done; ``instances``' JSON result."""
     method, finished = ACTIONS[action]
     getattr(backend, method)(ids)
     waiting = set(ids)
@@ -1431,23 +1522,7 @@ def instances(
     }
     if action == "delete" and not no_wait:
         result["capacity"] = backend.read_scale_set().capacity
-
-    def text() -> None:
-        err.print(
-            f"{action}: {len(ids)} instances {'requested' if no_wait else 'done'} "
-            f"({backend.counter.total} ARM requests)"
-            + (f"; capacity now {result['capacity']}" if "capacity" in result else ""),
-            soft_wrap=True,
-        )
-
-    output.emit(
-        result,
-        output=out,
-        query=query,
-        json_alias=json,
-        table=text,
-        rows=[{"action": action, "instance_id": i} for i in ids],
-    )
+    return result
 
 
 COMMANDS: tuple[Callable[..., None], ...] = (

@@ -497,6 +497,40 @@ def compare_table(rows: Iterable[Mapping[str, Any]], title: str) -> Table:
     return table
 
 
+def compare_view(rows: Sequence[Mapping[str, Any]], title: str, width: int) -> Any:
+    """The compare table when every column fits ``width`` unshortened; else one
+    block per strategy (its name, resolved spec, twin, then every column as
+    ``label value``, packed into lines of ``width``), so that a narrow
+    terminal (80 columns) cuts no value short."""
+    from rich.console import Console
+
+    table = compare_table(rows, title)
+    probe = Console(width=10_000, color_system=None)  # unclamped: what the table needs
+    if probe.measure(table).minimum <= width:
+        return table
+    labels = [" ".join(c.split("\n")) for i, c in enumerate(COMPARE_COLUMNS) if i > 1]
+    text = Text(title + "\n")
+    for s in rows:
+        cells = compare_cells(s)
+        text.append(f"\n{cells[0]}", style="bold")
+        if cells[1] != cells[0]:
+            text.append(f"  {cells[1]}", style="cyan")
+        if s.get("same_as"):
+            text.append(f"  = {s['same_as']}", style="yellow")
+        line = ""
+        for label, value in zip(labels, cells[2:], strict=True):
+            pair = f"{label} {value}"
+            if label.endswith(" inst-min"):  # capacity loss 88.1 inst-min
+                pair = f"{label.removesuffix(' inst-min')} {value} inst-min"
+            if line and len(line) + len(pair) + 5 > width:  # "  " + line + "; " + pair + ";"
+                text.append(f"\n  {line};")
+                line = pair
+            else:
+                line = f"{line}; {pair}" if line else pair
+        text.append(f"\n  {line}\n")
+    return text
+
+
 def compare_footer(rows: Sequence[Mapping[str, Any]], scope: str, required: int) -> list[str]:
     """The lines under the compare table: the scope, what the columns mean, and
     why rows are identical."""

@@ -12,9 +12,17 @@ Two panels, one figure:
   line and the p5-p95 band around it, against the demand line; where a
   strategy's median is below demand (degraded) the gap is shaded in its colour,
   where a median is 0 (outage) the time is shaded red;
-* bottom: a heat map of update domain x time for one recorded run (the first
-  strategy's first run): how many instances of each update domain are
-  upgrading, which shows the waves.
+* bottom: the waves of one recorded run (the first strategy's first run).
+  When every wave lies in one update domain (update-domain, one-at-a-time), a
+  heat map of update domain x time, one per zone on a zonal scale set: how
+  many instances of each domain are upgrading. Otherwise (window, batches and
+  all-at-once cut across domains, so every domain is partly busy at once and
+  that heat map is noise) the instances in the order they started upgrading,
+  one bar per instance from start to resolution, coloured by outcome: the
+  staircase shows the pace and how many were down together.
+
+The legend sits between the title and the top panel (constrained layout
+stacks them), so a long legend never runs into the title.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engine.errors import InputError
 from ..engine.events import EventKind
+from ..engine.model import instance_sort_key
 from ..sim.runner import RunResult, percentile
 from ..sim.scenario import Scenario
 from .output import COMPARE_COLUMNS, OUTAGE_CELL, compare_cells, fmt_duration, fmt_number
@@ -161,6 +170,26 @@ def wave_schedule(result: RunResult) -> list[tuple[int, float, str, tuple[str, .
     ]
 
 
+def upgrade_order(result: RunResult) -> list[tuple[str, list[tuple[float, float]], str]]:
+    """(instance id, its upgrading intervals, how it ended: ``healthy``,
+    ``unhealthy``, ``failed``, ``gone`` or ``unresolved``) per instance, in the
+    order they first started upgrading (ties: by instance id)."""
+    intervals = upgrade_intervals(result)
+    ended: dict[str, str] = {}
+    for e in result.events:
+        if e.kind in _RESOLUTIONS and e.instances:
+            ended[e.instances[0]] = e.kind.value.removeprefix("instance_")
+    order = sorted(intervals, key=lambda iid: (intervals[iid][0][0], instance_sort_key(iid)))
+    return [(iid, intervals[iid], ended.get(iid, "unresolved")) for iid in order]
+
+
+def waves_follow_domains(result: RunResult, topology: Mapping[str, int]) -> bool:
+    """Every wave's instances lie in one update domain (update-domain,
+    one-at-a-time): a heat map of domain x time shows the waves. A window,
+    batches or all-at-once cut across domains: that heat map is noise."""
+    return all(len({topology.get(i) for i in ids}) <= 1 for *_, ids in wave_schedule(result))
+
+
 def domain_heat(
     result: RunResult, topology: Mapping[str, int], end: float, columns: int = _HEAT_COLUMNS
 ) -> tuple[list[int], list[list[float]]]:
@@ -191,14 +220,24 @@ def domain_heat(
 # --------------------------------------------------------------------------- the simulator side
 
 
-def topology_of(scenario: Scenario, fleet: Sequence[Instance] | None = None) -> dict[str, int]:
-    """Instance id -> update domain of the scenario's (or ``fleet``'s) scale set."""
+def _fleet(scenario: Scenario, fleet: Sequence[Instance] | None) -> Sequence[Instance]:
     if fleet is not None:
-        return {i.instance_id: i.update_domain for i in fleet}
+        return fleet
     from ..sim.runner import build
 
     _, scale_set = build(scenario, 0)
-    return {i.instance_id: i.update_domain for i in scale_set.read()[1]}
+    return scale_set.read()[1]
+
+
+def topology_of(scenario: Scenario, fleet: Sequence[Instance] | None = None) -> dict[str, int]:
+    """Instance id -> update domain of the scenario's (or ``fleet``'s) scale set."""
+    return {i.instance_id: i.update_domain for i in _fleet(scenario, fleet)}
+
+
+def zones_of(scenario: Scenario, fleet: Sequence[Instance] | None = None) -> dict[str, str]:
+    """Instance id -> zone of the scenario's (or ``fleet``'s) scale set; empty
+    when it is not zonal."""
+    return {i.instance_id: i.zone for i in _fleet(scenario, fleet) if i.zone}
 
 
 # --------------------------------------------------------------------------- for the commands
@@ -238,6 +277,7 @@ def write_charts(
         "instances": scenario.instances,
         "waves_of": first[0],
         "topology": topology_of(scenario, fleet),
+        "zones": zones_of(scenario, fleet),
         "title": title,
     }
     written = []
@@ -270,6 +310,16 @@ def _check_suffix(path: Path, flag: str, suffixes: Sequence[str]) -> str:
     return suffix
 
 
+#: bar colours of the upgrade-order panel, by how an upgrade ended
+_OUTCOME_COLORS = {
+    "healthy": "#2f6fb0",
+    "unhealthy": "#d4880f",
+    "failed": "#c0392b",
+    "gone": "#8c8c8c",
+    "unresolved": "#b0b0b0",
+}
+
+
 def _figure(
     studies: Mapping[str, Sequence[RunResult]],
     *,
@@ -279,6 +329,7 @@ def _figure(
     topology: Mapping[str, int],
     title: str,
     flag: str,
+    zones: Mapping[str, str] | None = None,
 ) -> Figure:
     _matplotlib(flag)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -292,10 +343,20 @@ def _figure(
     end = max(end, waves_of.timeline[-1][0] if waves_of.timeline else 0.0)
     minutes = 1 / 60
 
-    fig = Figure(figsize=(12, 7.5), layout="constrained")
+    by_domain = waves_follow_domains(waves_of, topology)
+    zone_names = sorted(set((zones or {}).values()), key=_zone_key) if by_domain else []
+    panels = max(1, len(zone_names))
+    if not by_domain:  # one row per instance: more room as the fleet grows
+        rows = len(upgrade_intervals(waves_of))
+        # up to 30 rows are labelled with their ids: room for each label
+        lower = max(2.4, 0.15 * rows) if rows <= 30 else 2.2 + min(2.8, rows / 100)
+    else:
+        lower = 2.0 if panels == 1 else 1.3 * panels
+    fig = Figure(figsize=(12, 4.8 + lower), layout="constrained")
     FigureCanvasAgg(fig)
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
-    fig.suptitle(title)
+    axes = fig.subplots(1 + panels, 1, sharex=True, height_ratios=(3.2, *[lower / panels] * panels))
+    top, bottoms = axes[0], list(axes[1:])
+    fig.suptitle(title, fontsize="large")
 
     colors = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9"]
     handles: list[Any] = []
@@ -340,29 +401,142 @@ def _figure(
     top.set_xlim(0, max(end * minutes, 1e-9))
     top.set_ylabel("instances serving")
     top.grid(True, alpha=0.3)
-    fig.legend(handles=handles, loc="outside right upper", fontsize="small", frameon=False)
-
-    domains, matrix = domain_heat(waves_of, topology, end)
-    peak = max((max(row) for row in matrix), default=0.0)
-    image = bottom.imshow(
-        matrix,
-        aspect="auto",
-        interpolation="nearest",
-        origin="lower",
-        cmap="Blues",
-        vmin=0,
-        vmax=max(peak, 1.0),
-        extent=(0, max(end * minutes, 1e-9), -0.5, len(domains) - 0.5),
+    # above the panel, in columns, attached to it: constrained layout counts it
+    # as part of the panel and puts the title above both, so however long the
+    # labels, the legend never covers the title
+    longest = max(len(str(h.get_label())) for h in handles)
+    top.legend(
+        handles=handles,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.01),
+        # about 150 characters of small type fit across the figure
+        ncols=max(1, min(len(handles), 3, 150 // (longest + 8))),
+        fontsize="small",
+        frameon=False,
     )
-    bottom.set_yticks(range(len(domains)), [str(d) for d in domains])
-    bottom.set_ylabel("update domain")
-    bottom.set_xlabel("time since the rollout started (minutes)")
-    bottom.set_title(
-        f"waves of {waves_of.strategy} (its first run): instances upgrading per update domain",
+
+    xmax = max(end * minutes, 1e-9)
+    if by_domain:
+        _domain_panels(fig, bottoms, waves_of, topology, zones or {}, zone_names, end, xmax)
+    else:
+        _order_panel(bottoms[0], waves_of, minutes, end)
+    bottoms[-1].set_xlabel("time since the rollout started (minutes)")
+    return fig
+
+
+def _zone_key(zone: str) -> tuple[int, str]:
+    return (int(zone), "") if zone.isdigit() else (1 << 30, zone)
+
+
+def _domain_panels(
+    fig: Figure,
+    axes: Sequence[Any],
+    waves_of: RunResult,
+    topology: Mapping[str, int],
+    zones: Mapping[str, str],
+    zone_names: Sequence[str],
+    end: float,
+    xmax: float,
+) -> None:
+    """One heat map of update domain x time per zone (one in all when not
+    zonal), on one colour scale."""
+    maps = []
+    every: list[str | None] = [*zone_names] or [None]
+    for zone in every:
+        members = {i: ud for i, ud in topology.items() if zone is None or zones.get(i) == zone}
+        maps.append((zone, *domain_heat(waves_of, members, end)))
+    peak = max((max(row) for _, _, m in maps for row in m), default=0.0)
+    image = None
+    for ax, (zone, domains, matrix) in zip(axes, maps, strict=True):
+        image = ax.imshow(
+            matrix,
+            aspect="auto",
+            interpolation="nearest",
+            origin="lower",
+            cmap="Blues",
+            vmin=0,
+            vmax=max(peak, 1.0),
+            extent=(0, xmax, -0.5, len(domains) - 0.5),
+        )
+        ax.set_yticks(range(len(domains)), [str(d) for d in domains])
+        ax.set_ylabel("update domain" if zone is None else f"zone {zone}\nupdate domain")
+    where = "per update domain" + (", one map per zone" if zone_names else "")
+    axes[0].set_title(
+        f"waves of {waves_of.strategy} (its first run): instances upgrading {where}",
         fontsize="medium",
     )
-    fig.colorbar(image, ax=bottom, label="upgrading", location="right", shrink=0.9)
-    return fig
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), label="upgrading", location="right", shrink=0.9)
+
+
+#: beyond this many instances the upgrade-order panel is one raster image (bars
+#: a pixel or two high leave anti-aliasing stripes in a browser's SVG)
+_ORDER_BARS = 60
+
+
+def _order_panel(ax: Any, waves_of: RunResult, minutes: float, end: float) -> None:
+    """The instances in the order they started upgrading, a bar each from its
+    start to its resolution, coloured by outcome."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    order = upgrade_order(waves_of)
+    outcomes = {o for _, _, o in order}
+    if len(order) > _ORDER_BARS:
+        codes = {o: n + 1 for n, o in enumerate(_OUTCOME_COLORS)}
+        columns = _HEAT_COLUMNS * 2
+        width = max(end, 1e-9) / columns
+        matrix = [[0] * columns for _ in order]
+        for rank, (_, spans, outcome) in enumerate(order):
+            for lo, hi in spans:  # every bin the upgrade covers, at least the first
+                first = min(columns - 1, int(lo / width))
+                last = min(columns - 1, max(first, int(hi / width - 1e-9)))
+                for c in range(first, last + 1):
+                    matrix[rank][c] = codes[outcome]
+        ax.imshow(
+            matrix,
+            aspect="auto",
+            interpolation="nearest",
+            cmap=ListedColormap(["white", *_OUTCOME_COLORS.values()]),
+            vmin=-0.5,
+            vmax=len(_OUTCOME_COLORS) + 0.5,
+            extent=(0, max(end * minutes, 1e-9), len(order) - 0.5, -0.5),
+        )
+    else:
+        for outcome in outcomes:
+            bars = [
+                (rank, lo * minutes, max(hi - lo, 0.0) * minutes)
+                for rank, (_, spans, o) in enumerate(order)
+                if o == outcome
+                for lo, hi in spans
+            ]
+            ax.barh(
+                [b[0] for b in bars],
+                [b[2] for b in bars],
+                left=[b[1] for b in bars],
+                height=0.85,
+                color=_OUTCOME_COLORS[outcome],
+                linewidth=0,
+            )
+    ax.set_ylim(len(order) - 0.5, -0.5)  # the first to start at the top
+    if len(order) <= 30:
+        ax.set_yticks(range(len(order)), [iid for iid, _, _ in order], fontsize="x-small")
+    ax.set_ylabel("instances, in the order\nthey started upgrading")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.set_title(
+        f"upgrades of {waves_of.strategy} (its first run): one bar per instance from its "
+        "start to its outcome (the waves do not follow update domains)",
+        fontsize="medium",
+    )
+    ax.legend(
+        handles=[
+            Patch(color=_OUTCOME_COLORS[o], label=o) for o in _OUTCOME_COLORS if o in outcomes
+        ],
+        loc="upper left",
+        bbox_to_anchor=(1.005, 1),
+        fontsize="small",
+        frameon=False,
+    )
 
 
 def plot(
@@ -374,8 +548,9 @@ def plot(
     waves_of: RunResult,
     topology: Mapping[str, int],
     title: str,
+    zones: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write the two-panel chart to ``path`` (PNG or SVG, by suffix)."""
+    """Write the chart to ``path`` (PNG or SVG, by suffix)."""
     path = Path(path)
     suffix = _check_suffix(path, "--plot", PLOT_SUFFIXES)
     fig = _figure(
@@ -386,6 +561,7 @@ def plot(
         topology=topology,
         title=title,
         flag="--plot",
+        zones=zones,
     )
     try:
         _save(fig, path, suffix[1:])
@@ -496,6 +672,23 @@ tr.range td { font-style: italic; color: #57606a; }
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 
 
+def page_head(title: str) -> str:
+    """A report page from its doctype to its ``<h1>``: inline CSS, and the
+    policy that forbids fetching anything."""
+    e = html.escape
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{_CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{e(title)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<h1>{e(title)}</h1>"""
+
+
 def write_report(
     path: str | Path,
     *,
@@ -508,6 +701,7 @@ def write_report(
     topology: Mapping[str, int],
     title: str,
     grid: Sequence[Mapping[str, Any]] = (),
+    zones: Mapping[str, str] | None = None,
 ) -> Path:
     """Write one self-contained HTML page (no network): the scenario, the
     comparison table, the chart (inline SVG) and the wave schedule."""
@@ -521,6 +715,7 @@ def write_report(
         topology=topology,
         title=title,
         flag="--report",
+        zones=zones,
     )
     page = render_report(
         scenario=scenario,
@@ -630,17 +825,7 @@ def render_report(
         for c in ("wave", "start", "phase", "update domains", "instances", "instance ids")
     )
     full_waves = full_waves.replace("{wave_head}", wave_head)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{_CSP}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{e(title)}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<h1>{e(title)}</h1>
+    return f"""{page_head(title)}
 <p class="note">{intro}</p>
 <h2 id="verdict">Verdict against demand ({required} serving)</h2>
 <ul class="verdicts">{verdicts}</ul>

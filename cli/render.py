@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -161,6 +162,7 @@ def history_row(record: Mapping[str, Any], now: float) -> dict[str, Any]:
     running = end is None
     duration = (now if running else end) - record["started_at"]
     return {
+        "kind": "rollout",
         **record,
         "target": model_text(record["target_model"]),
         "started": iso(record["started_at"]),
@@ -169,27 +171,75 @@ def history_row(record: Mapping[str, Any], now: float) -> dict[str, Any]:
     }
 
 
+def operation_row(record: Mapping[str, Any], now: float) -> dict[str, Any]:
+    """One operator command that is not a rollout (``instances ACTION``,
+    ``scale``) for ``history``: its record plus what it targeted, ISO times and
+    duration, in the keys a rollout's row has."""
+    end = record["finished_at"]
+    duration = (now if end is None else end) - record["started_at"]
+    return {
+        "kind": "operation",
+        **record,
+        "target": operation_target(record),
+        "started": iso(record["started_at"]),
+        "finished": iso(end),
+        "duration_s": round(duration, 1),
+    }
+
+
+def operation_target(record: Mapping[str, Any]) -> str:
+    """What an operation asked for: ``capacity 30 -> 33; added 30 31 32`` or
+    ``2 instances: 3 7``."""
+    request = record.get("request") or {}
+    if record["action"] == "scale":
+        text = f"capacity {request.get('previous', '?')} -> {request.get('capacity', '?')}"
+        result = record.get("result") or {}
+        for key in ("added", "removed"):
+            if result.get(key):
+                text += f"; {key} {_ids(result[key])}"
+        return text
+    ids = list(request.get("instances") or record.get("instances") or [])
+    return f"{len(ids)} instance{'' if len(ids) == 1 else 's'}: {_ids(ids)}"
+
+
+def _ids(ids: Sequence[str], most: int = 20) -> str:
+    return " ".join(ids[:most]) + (f" ... ({len(ids)})" if len(ids) > most else "")
+
+
 #: below this console width ``history`` prints one block per rollout, not a table
 HISTORY_TABLE_WIDTH = 200
 
 
 def history_view(rows: Sequence[Mapping[str, Any]], scale_set: Any, width: int) -> Any:
     """``history``'s text: a table on a wide console, else one short block per
-    rollout (eleven columns squeezed into 80 wrap every cell)."""
+    rollout or operation (eleven columns squeezed into 80 wrap every cell)."""
     if width >= HISTORY_TABLE_WIDTH:
         return history_table(rows, scale_set)
     text = Text()
     for r in rows:
+        operation = r.get("kind") == "operation"
         if text:
             text.append("\n")
         text.append(r["id"], style="bold")
-        text.append(f"  {r['state']}  {r['strategy']}  {scale_set(r['scale_set_id'])}\n")
+        what = r["action"] if operation else r["strategy"]
+        text.append(f"  {r['state']}  {what}  {scale_set(r['scale_set_id'])}\n")
         text.append(f"  target    {r['target']}\n")
         text.append(f"  started   {r['started']}")
         text.append(f"  finished {r['finished']}" if r["finished"] else "  running")
         text.append(f"  ({_took(r)})\n")
-        text.append(f"  upgraded {r['upgraded']}, failed {r['failed']}")
-        text.append(f"; {r['reason']}\n" if r["reason"] else "\n")
+        counts = "" if operation else f"upgraded {r['upgraded']}, failed {r['failed']}"
+        last = "; ".join(part for part in (counts, r["reason"]) if part)
+        if last:  # a long reason (Azure's message) wraps within the width
+            text.append(
+                textwrap.fill(
+                    last,
+                    width=max(40, width),
+                    initial_indent="  ",
+                    subsequent_indent="    ",
+                    break_on_hyphens=False,
+                )
+                + "\n"
+            )
     return text
 
 
@@ -198,12 +248,15 @@ def _took(row: Mapping[str, Any]) -> str:
 
 
 def history_table(rows: Sequence[Mapping[str, Any]], scale_set: Any) -> Table:
-    table = Table(title="rollouts (times UTC, ISO 8601)", title_justify="left")
+    table = Table(
+        title="rollouts and operations (instances, scale; times UTC, ISO 8601)",
+        title_justify="left",
+    )
     for col in (
         "id",
         "scale set",
         "target",
-        "strategy",
+        "strategy / action",
         "state",
         "started",
         "finished",
@@ -215,17 +268,18 @@ def history_table(rows: Sequence[Mapping[str, Any]], scale_set: Any) -> Table:
         wraps = col in ("scale set", "target", "strategy", "reason")
         table.add_column(col, overflow="fold", no_wrap=not wraps)
     for r in rows:
+        operation = r.get("kind") == "operation"
         table.add_row(
             r["id"],
             scale_set(r["scale_set_id"]),
             r["target"],
-            r["strategy"],
+            r["action"] if operation else r["strategy"],
             r["state"],
             r["started"],
             r["finished"] or "-",
             _took(r),
-            str(r["upgraded"]),
-            str(r["failed"]),
+            "-" if operation else str(r["upgraded"]),
+            "-" if operation else str(r["failed"]),
             r["reason"],
         )
     return table

@@ -123,8 +123,7 @@ class Emulated:
             *FAST,
             *args,
         )
-        data = json.loads(result.stdout) if result.stdout.strip() else {}
-        return result, data
+        return result, last_json(result.stdout)
 
     def watch_upgrade(
         self,
@@ -247,6 +246,13 @@ class Emulated:
                 if on_target:
                     bad.append((iid, entry["t_sim"]))
         return bad
+
+
+def last_json(stdout: str) -> Any:
+    """The summary of ``upgrade``/``resume`` with ``-o json`` or ``--json``: the
+    last of the JSON lines they stream (``{}`` when nothing was printed)."""
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    return json.loads(lines[-1]) if lines else {}
 
 
 def writes_between(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:

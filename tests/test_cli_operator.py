@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("azure.mgmt.compute")
 pytest.importorskip("uvicorn")
 
-from emulated import FAST, RG, SCENARIO, Emulated
+from emulated import FAST, RG, SCENARIO, Emulated, last_json
 
 from vmss_rollout.cli.render import Clock, history_row, plan_summary
 from vmss_rollout.emulator.launch import emulator_process
@@ -164,10 +164,50 @@ def test_upgrade_o_json_streams_events_then_the_summary(emu: Emulated) -> None:
     assert json.loads(query.stdout) == "completed"
 
 
+def test_upgrade_json_alias_streams_events_as_they_happen_like_o_json(emu: Emulated) -> None:
+    """``--json`` is ``-o json``: the events arrive on stdout while the rollout
+    runs (the canary's checkpoint line is read while the process still runs
+    and instances are still on the old image), in the same kinds and counts."""
+    import subprocess
+
+    def shape(lines: list[dict[str, Any]]) -> tuple[Any, ...]:
+        """What does not depend on when a poll saw an instance."""
+        events = [e for e in lines[:-1] if e["type"] == "event"]
+        kinds = [e["kind"] for e in events]
+        healthy = sum(len(e["instances"]) for e in events if e["kind"] == "instance_healthy")
+        waves = [len(e["instances"]) for e in events if e["kind"] == "wave_started"]
+        return kinds[0], kinds[-1], kinds.count("checkpoint"), waves, healthy, sorted(lines[-1])
+
+    args = ["-s", "batch:size=15", "--canary", "1", "--bake", "2s", "--yes", *FAST]
+    target = emu.next_target()
+    command = emu.command(
+        "upgrade", "-g", RG, "-n", emu.name, "--image-version", target, "--json", *args
+    )
+    proc = subprocess.Popen(command, env=emu.env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    lines: list[dict[str, Any]] = []
+    during: tuple[int | None, int] | None = None
+    for line in proc.stdout:
+        lines.append(json.loads(line))
+        if during is None and lines[-1].get("kind") == "checkpoint":
+            # after the canary: the bake and two waves of 15 are still to come
+            on_target = sum(f":{target} (" in s["model"] for s in emu.state()["instances"].values())
+            during = (proc.poll(), on_target)
+    assert proc.wait(timeout=180) == 0
+    assert during is not None and during[0] is None  # read while the process ran
+    assert during[1] < INSTANCES  # ...before the rollout finished
+    assert lines[-1]["rollout"]["state"] == "completed"
+    explicit = upgrade(emu, emu.next_target(), "-o", "json", *args[2:])
+    assert explicit.returncode == 0, explicit.stderr
+    streamed = [json.loads(line) for line in explicit.stdout.splitlines()]
+    assert shape(streamed) == shape(lines)
+    assert shape(lines)[:5] == ("rollout_started", "rollout_finished", 1, [1, 15, 14], 30)
+
+
 def test_resume_o_json_streams_the_rest_of_the_rollout(emu: Emulated) -> None:
     started = upgrade(emu, emu.next_target(), "--yes", "--no-wait", "--json", *FAST)
     assert started.returncode == 0, started.stderr
-    rollout = json.loads(started.stdout)["rollout"]["id"]
+    rollout = last_json(started.stdout)["rollout"]["id"]
     resumed = emu.cli("resume", rollout, "--yes", "-o", "json", *FAST[:2])
     assert resumed.returncode == 0, resumed.stderr
     lines = [json.loads(line) for line in resumed.stdout.splitlines()]
@@ -367,6 +407,82 @@ def test_scale_out_and_in_waits_and_says_what_azure_removes(emu: Emulated) -> No
     removed, policy = json.loads(back.stdout)
     assert len(removed) == 3 and "scaleInPolicy Default" in policy
     assert len(status(emu)["instances"]) == n
+
+
+def test_instances_and_scale_are_journaled_and_history_shows_them(emu: Emulated) -> None:
+    """Each ``instances ACTION`` and ``scale`` is an operation in the journal:
+    action, what it targeted, the instances, ISO times, duration, outcome (a
+    refused write: failed with Azure's reason; no confirmation: nothing)."""
+
+    def operations() -> list[dict[str, Any]]:
+        result = emu.cli("history", "-g", RG, "-n", emu.name, "-o", "json")
+        assert result.returncode == 0, result.stderr
+        return [r for r in json.loads(result.stdout) if r["kind"] == "operation"]
+
+    before = len(operations())
+    n = len(status(emu)["instances"])
+    restart = arm(
+        emu, "instances", "restart", "--only-instances", "2,5", "--yes", "-o", "json", *FAST[:2]
+    )
+    assert restart.returncode == 0, restart.stderr
+    out = arm(emu, "scale", "--capacity", str(n + 1), "--yes", "-o", "json", *FAST[:2])
+    assert out.returncode == 0, out.stderr
+    added = json.loads(out.stdout)["added"]
+    back = arm(emu, "scale", "--capacity", str(n), "--yes", "-o", "json", *FAST[:2])
+    assert back.returncode == 0, back.stderr
+    removed = json.loads(back.stdout)["removed"]
+    unconfirmed = arm(emu, "instances", "deallocate", "--only-instances", "2")
+    assert unconfirmed.returncode == 2 and len(operations()) == before + 3
+    emu.faults(auth_failure="403-writes")
+    try:
+        refused = arm(emu, "instances", "power-off", "--only-instances", "7", "--yes", *FAST[:2])
+    finally:
+        emu.faults(auth_failure="")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+
+    ops = operations()[:4]  # newest first
+    assert [(o["action"], o["state"]) for o in ops] == [
+        ("power-off", "failed"),
+        ("scale", "completed"),
+        ("scale", "completed"),
+        ("restart", "completed"),
+    ]
+    failed, scale_in, scale_out, restarted = ops
+    assert "not authorized" in failed["reason"] or "403" in failed["reason"], failed
+    assert failed["instances"] == ["7"] and failed["target"] == "1 instance: 7"
+    assert scale_out["request"] == {"capacity": n + 1, "previous": n}
+    assert scale_out["result"]["added"] == added and scale_out["instances"] == added
+    assert scale_out["target"] == f"capacity {n} -> {n + 1}; added {' '.join(added)}"
+    assert scale_in["result"]["removed"] == removed
+    assert restarted["id"] == json.loads(restart.stdout)["operation"]
+    assert restarted["instances"] == ["2", "5"] and restarted["target"] == "2 instances: 2 5"
+    for o in ops:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", o["finished"])
+        assert o["duration_s"] >= 0 and "@" in o["driver"]
+    # the text: one block per operation at 80 columns, a row in the wide table
+    narrow = emu.cli("history", "-g", RG, "-n", emu.name, env={**emu.env, "COLUMNS": "80"})
+    assert all(len(line) <= 80 for line in narrow.stdout.splitlines()), narrow.stdout
+    assert re.search(
+        rf"^{scale_out['id']}  completed  scale  {RG}/{emu.name}$", narrow.stdout, re.M
+    )
+    assert f"  target    capacity {n} -> {n + 1}; added" in narrow.stdout
+    assert re.search(rf"^{failed['id']}  failed  power-off ", narrow.stdout, re.M)
+    wide = emu.cli("history", "-g", RG, "-n", emu.name)
+    assert "strategy / action" in wide.stdout and restarted["id"] in wide.stdout
+
+
+@pytest.mark.parametrize("command", ["instances", "scale"])
+def test_an_unwritable_journal_refuses_before_any_change(
+    emu: Emulated, tmp_path: Any, command: str
+) -> None:
+    before = emu.writes()
+    args = ["restart", "--only-instances", "3"] if command == "instances" else ["-c", "31"]
+    result = arm(emu, command, *args, "--yes", "--journal", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: journal {tmp_path}: is a directory; give the path of a file"
+    )
+    assert emu.writes() == before
 
 
 @pytest.mark.parametrize(

@@ -191,6 +191,35 @@ def test_compare_footer_names_the_scope() -> None:
     assert "scope: 8 of 20 instances (update domains 0,1)" in table.stdout
 
 
+def test_compare_at_80_columns_cuts_no_value_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ten columns do not fit 80: one block per strategy instead, every
+    column's value whole and next to its name, no line over 80, no ellipsis."""
+    from vmss_rollout.cli.output import COMPARE_COLUMNS, compare_cells
+
+    args = ["compare", "-r", "4", "-s", "update-domain", "-s", "window:max-unavailable=25%"]
+    args += ["-s", "all-at-once", "-s", "batch"]
+    data = json.loads(run(*args, "--json").stdout)["results"]
+    wide = run(*args).stdout  # COLUMNS=200: the table
+    assert "┃" in wide and "…" not in wide
+    monkeypatch.setenv("COLUMNS", "80")
+    text = run(*args).stdout
+    assert "┃" not in text and "…" not in text
+    blocks = text.split("\nscenario ")[0]
+    assert all(len(line) <= 80 for line in blocks.splitlines()), blocks
+    labels = [" ".join(c.split()) for c in COMPARE_COLUMNS[2:]]
+    for row in data:
+        cells = compare_cells(row)
+        block = blocks.split(f"\n{row['strategy']}")[1].split("\n\n")[0]
+        head, flat = block.splitlines()[0], " ".join(block.split())
+        assert row["resolved"] == row["strategy"] or row["resolved"] in head
+        for label, value in zip(labels, cells[2:], strict=True):
+            if label.endswith("inst-min"):
+                assert f"capacity loss {value} inst-min" in flat, flat
+            else:
+                assert f"{label} {value}" in flat, (label, value, flat)
+    assert "= update-domain" in blocks.split("\nbatch")[1].splitlines()[0]
+
+
 # --------------------------------------------------------------------------- validation
 
 

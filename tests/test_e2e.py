@@ -25,7 +25,7 @@ pytest.importorskip("azure.mgmt.compute")
 pytest.importorskip("uvicorn")
 
 
-from emulated import FAST, RG, SCENARIO, Emulated
+from emulated import FAST, RG, SCENARIO, Emulated, last_json
 
 from vmss_rollout.backends.journal import Journal
 from vmss_rollout.emulator.launch import emulator_process
@@ -171,7 +171,7 @@ def test_no_wait_then_resume_never_upgrades_an_instance_twice(emu: Emulated) -> 
     assert sum(emu.upgrade_requests().values()) == 10  # only the first wave started
     resumed = emu.cli("resume", rollout, "--yes", "--json", *FAST[:2])
     assert resumed.returncode == 0, resumed.stderr
-    assert json.loads(resumed.stdout)["completed"]
+    assert last_json(resumed.stdout)["completed"]
     assert emu.upgrade_requests() == Counter({str(i): 1 for i in range(30)})
     with Journal(emu.journal) as journal:
         assert journal.get(rollout).state == "completed"

@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("azure.mgmt.compute")
 pytest.importorskip("uvicorn")
 
-from emulated import FAST, RG, SCENARIO, Emulated
+from emulated import FAST, RG, SCENARIO, Emulated, last_json
 
 from vmss_rollout.backends.journal import Journal
 from vmss_rollout.emulator.launch import emulator_process
@@ -515,7 +515,7 @@ def test_a_rollout_killed_while_rolling_back_resumes_the_rollback(small: Emulate
     # the image is still bad: a resume that rolled forward would fail the checks below
     resumed = emu.cli("resume", rollout, "--yes", "--json", *FAST[:2])
     assert resumed.returncode == 1, resumed.stderr  # a rolled-back rollout did not complete
-    data = json.loads(resumed.stdout)
+    data = last_json(resumed.stdout)
     assert data["rolled_back"] and not data["completed"]
     rec = record(emu, rollout)
     assert rec.state == "halted" and rec.reason.endswith("; rolled back")

@@ -22,7 +22,7 @@ pytest.importorskip("azure.mgmt.compute")
 pytest.importorskip("uvicorn")
 
 from azure.mgmt.compute import models
-from emulated import FAST, RG, Emulated
+from emulated import FAST, RG, Emulated, last_json
 from test_arm import RG as ARM_RG
 from test_arm import SUB, Arm, error_code, scenario
 from test_arm_models import RESOURCE, check
@@ -260,7 +260,7 @@ def test_no_wait_then_resume_and_history(emu: Emulated) -> None:
     assert data["rollout"]["state"] == "interrupted"
     resumed = emu.cli("resume", rollout, "--yes", "--json", *FAST[:2])
     assert resumed.returncode == 0, resumed.stderr
-    assert json.loads(resumed.stdout)["completed"]
+    assert last_json(resumed.stdout)["completed"]
     requests = emu.upgrade_requests()
     assert len(requests) == 12 and set(requests.values()) == {1}
     history = emu.cli("history", "--json")

@@ -530,3 +530,81 @@ def test_sigkill_never_corrupts(tmp_path: Path) -> None:
             assert all(len(w["instances"]) == 50 for w in waves)
             adopted = journal.adopt(rid, now=2e9)
             assert adopted.state == "running" and adopted.id == rid
+
+
+# --------------------------------------------------------------------------- operations
+
+
+def test_operations_are_journaled_apart_from_rollouts(tmp_path: Path) -> None:
+    """``instances ACTION`` and ``scale`` rows: running until finished, newest
+    first, per scale set; they neither block nor count as rollouts."""
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as journal:
+        delete = journal.start_operation(
+            scale_set_id=SS,
+            action="delete",
+            request={"instances": ["3", "7"]},
+            instances=["3", "7"],
+            now=T0,
+            driver="me@host:1",
+        )
+        assert delete.id.startswith("o-20261126-003234-") and delete.state == "running"
+        assert delete.finished_at is None and delete.result == {}
+        done = journal.finish_operation(delete.id, "completed", T0 + 42, result={"capacity": 8})
+        assert (done.state, done.finished_at, done.result) == (
+            "completed",
+            T0 + 42,
+            {"capacity": 8},
+        )
+        with pytest.raises(InputError, match="is completed: not recording"):
+            journal.finish_operation(delete.id, "failed", T0 + 43)
+        other = SS.replace("/web", "/api")
+        scale = journal.start_operation(
+            scale_set_id=other.upper(),
+            action="scale",
+            request={"capacity": 12, "previous": 10},
+            instances=[],
+            now=T0 + 60,
+        )
+        with pytest.raises(InputError, match="state must be one of"):
+            journal.finish_operation(scale.id, "running", T0 + 61)
+        journal.finish_operation(
+            scale.id, "failed", T0 + 61, reason="Azure error: quota", instances=["10", "11"]
+        )
+        start(journal)  # a rollout of the same scale set starts regardless
+        assert [o.action for o in journal.operations()] == ["scale", "delete"]
+        assert [o.id for o in journal.operations(SS)] == [delete.id]
+        failed = journal.operations(other)[0]  # ARM ids match case-insensitively
+        assert (failed.state, failed.reason, failed.instances) == (
+            "failed",
+            "Azure error: quota",
+            ["10", "11"],
+        )
+        assert json.loads(json.dumps(failed.to_json()))["request"] == {
+            "capacity": 12,
+            "previous": 10,
+        }
+        assert len(journal.history()) == 1
+    with Journal(path) as again:
+        assert again.operations(SS) == [done]
+
+
+def test_a_version_2_journal_gains_the_operations_table(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as journal:
+        rec = start(journal)
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE operations")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    with Journal(path) as journal:
+        assert journal.get(rec.id) == rec
+        assert journal.operations() == []
+        journal.start_operation(
+            scale_set_id=SS, action="restart", request={}, instances=["1"], now=T0
+        )
+        assert journal.check()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    db.close()

@@ -107,8 +107,10 @@ def test_a_version_1_journal_is_migrated_and_keeps_everything(tmp_path: Path) ->
         # the new state passes the rebuilt CHECK constraint
         assert journal.abandon("r-old", "by hand", T0 + 20).state == "abandoned"
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     db.close()
+    with Journal(path) as journal:  # through 2 to 3: the operations table is there
+        assert journal.operations() == []
 
 
 def test_an_unfinished_rollout_blocks_a_new_one_until_abandoned(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("azure.mgmt.compute")
 pytest.importorskip("uvicorn")
 
-from emulated import RG, SCENARIO, Emulated
+from emulated import RG, SCENARIO, Emulated, last_json
 
 from vmss_rollout.backends.journal import Journal
 from vmss_rollout.emulator.launch import emulator_process
@@ -443,7 +443,7 @@ def test_a_direct_shared_gallery_image_is_upgraded_in_its_own_field(manual: Emul
             "--json",
         )
         assert result.returncode == 0, result.stderr
-        assert json.loads(result.stdout)["upgraded"] == N
+        assert last_json(result.stdout)["upgraded"] == N
         stored = client.virtual_machine_scale_sets.get(RG, emu.name).as_dict()
         image = stored["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"]
         assert image.get("sharedGalleryImageId", "").endswith("/Versions/1.1.0"), image

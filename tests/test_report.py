@@ -18,6 +18,7 @@ import pytest
 from vmss_rollout.cli import output
 from vmss_rollout.cli.plotting import (
     Bands,
+    _figure,
     check_chart_paths,
     collapse_waves,
     compare_cells,
@@ -27,9 +28,12 @@ from vmss_rollout.cli.plotting import (
     shaded_intervals,
     topology_of,
     upgrade_intervals,
+    upgrade_order,
     wave_schedule,
+    waves_follow_domains,
     write_charts,
     write_report,
+    zones_of,
 )
 from vmss_rollout.engine.errors import InputError
 from vmss_rollout.engine.events import Event, EventKind
@@ -510,3 +514,108 @@ def test_sweep_report_keeps_the_grid_columns_and_the_front_marker(tmp_path: Path
     assert len(rows) == 1 + 6  # the header and every grid point
     marked = [cells for front, cells in rows if front]
     assert marked and all('<td class="num">*</td>' in cells for cells in marked)
+
+
+# --------------------------------------------------------------------------- the waves panel
+
+
+def test_upgrade_order_is_by_first_start_with_each_outcome() -> None:
+    events = [
+        *WAVE_EVENTS[:-1],
+        ev(9.8, EventKind.INSTANCE_FAILED, "3"),
+        ev(10, EventKind.ROLLOUT_FINISHED),
+    ]
+    order = upgrade_order(make_run([(0, 4), (10, 4)], events))
+    assert [(iid, outcome) for iid, _, outcome in order] == [
+        ("0", "healthy"),
+        ("1", "failed"),
+        ("2", "healthy"),
+        ("3", "failed"),
+    ]
+    assert order[1][1] == [(0, 7)] and order[3][1] == [(9, 9.8)]
+
+
+def test_only_waves_that_follow_domains_get_the_domain_heat_map(
+    scenario: Scenario, studies: dict[str, list[RunResult]]
+) -> None:
+    topology = topology_of(scenario)
+    follows = {spec: waves_follow_domains(runs[0], topology) for spec, runs in studies.items()}
+    assert follows == {"update-domain": True, "window": False, "all-at-once": False}
+
+
+def _svg_text(path: Path) -> str:
+    """The SVG's text: matplotlib writes each string as a comment beside its glyphs."""
+    return " ".join(re.findall(r"<!-- (.*?) -->", path.read_text(encoding="utf-8")))
+
+
+def test_a_zonal_scale_set_gets_one_heat_map_per_zone(tmp_path: Path) -> None:
+    zonal = default_scenario().with_overrides(instances=30, runs=2, zones=("1", "2", "3"))
+    studies = {"update-domain": run_study(zonal, "update-domain", record=True)}
+    summaries = [summarize("update-domain", zonal.seed, studies["update-domain"])]
+    write_charts(zonal, studies, summaries, plot_path=tmp_path / "z.svg", title="zonal")
+    text = _svg_text(tmp_path / "z.svg")
+    assert all(f"zone {z}" in text for z in "123"), text
+    assert "one map per zone" in text
+    # each zone's map holds only that zone's instances: zone 2's rows are its domains
+    zones = zones_of(zonal)
+    assert sorted(set(zones.values())) == ["1", "2", "3"]
+    run = studies["update-domain"][0]
+    topology = topology_of(zonal)
+    for zone in "123":
+        members = {i: ud for i, ud in topology.items() if zones[i] == zone}
+        _, matrix = domain_heat(run, members, end=run.duration_s, columns=50)
+        # every instance of the zone upgrades once: the map's total is its size in bins
+        busy = sum(sum(row) for row in matrix) * run.duration_s / 50
+        spans = upgrade_intervals(run)
+        assert busy == pytest.approx(sum(hi - lo for i in members for lo, hi in spans[i]))
+
+
+def test_a_window_gets_the_upgrade_order_not_a_heat_map(tmp_path: Path) -> None:
+    scenario = default_scenario().with_overrides(instances=40, runs=2, zones=("1", "2"))
+    studies = {"window": run_study(scenario, "window", record=True)}
+    summaries = [summarize("window", scenario.seed, studies["window"])]
+    write_charts(scenario, studies, summaries, plot_path=tmp_path / "w.svg", title="window")
+    text = _svg_text(tmp_path / "w.svg")
+    assert "in the order" in text and "one bar per instance" in text
+    assert "update domain" not in text.replace("follow update domains", "")
+
+
+def test_a_long_legend_never_covers_the_title(scenario: Scenario) -> None:
+    long = {
+        f"window:max-unavailable={n},and-a-rather-long-plugin-parameter=yes": runs
+        for n, runs in enumerate(run_study(scenario, s, record=True) for s in STRATEGIES * 2)
+    }
+    first = next(iter(long.values()))[0]
+    fig = _figure(
+        long,
+        required=scenario.required_serving(),
+        instances=scenario.instances,
+        waves_of=first,
+        topology=topology_of(scenario),
+        title="a long title: " + "compare on the default scenario, 4 runs per strategy " * 2,
+        flag="--plot",
+    )
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    fig.draw(renderer)  # constrained layout runs at draw time
+    title = fig.get_suptitle() and fig._suptitle.get_window_extent(renderer)
+    legend = fig.axes[0].get_legend().get_window_extent(renderer)
+    panel = fig.axes[0].get_window_extent(renderer)
+    assert title and not title.overlaps(legend)
+    assert not legend.overlaps(panel)
+    assert title.y0 >= legend.y1 >= legend.y0 >= panel.y1
+    width, _ = fig.get_size_inches() * fig.dpi
+    assert legend.x0 >= 0 and legend.x1 <= width  # nothing cut at the edges
+
+
+def test_a_large_upgrade_order_is_one_raster_with_every_instance(tmp_path: Path) -> None:
+    scenario = default_scenario().with_overrides(instances=120, runs=1, upgrade_failure=0.05)
+    studies = {"window": run_study(scenario, "window", record=True)}
+    summaries = [summarize("window", scenario.seed, studies["window"])]
+    write_charts(scenario, studies, summaries, plot_path=tmp_path / "big.svg", title="big")
+    svg = (tmp_path / "big.svg").read_text(encoding="utf-8")
+    assert svg.count("<image ") == 1  # the panel's raster (bars would leave stripes)
+    run = studies["window"][0]
+    order = upgrade_order(run)
+    assert len(order) == len(upgrade_intervals(run)) > 60
+    assert {o for _, _, o in order} >= {"healthy"}
+    assert "one bar per instance" in _svg_text(tmp_path / "big.svg")
