@@ -57,6 +57,7 @@ from typing import Any, Protocol
 from ..engine.backend import Observations
 from ..engine.errors import ConcurrencyError, InputError, RolloutError
 from ..engine.model import Instance, ModelVersion, ScaleSetModel, UpgradeMode
+from .clock import Clock, clock_of
 
 TAG = "vmss-rollout-lease"
 TARGET_TAG = "vmss-rollout-lease-target"
@@ -482,6 +483,12 @@ class LeasedBackend:
     @property
     def health_source(self) -> str:
         return str(self.inner.health_source)
+
+    @property
+    def clock(self) -> Clock:
+        """The inner backend's clock: the rollout's waits and journal times (the
+        lease itself stays on the wall clock)."""
+        return clock_of(self.inner)
 
     def read(self) -> tuple[ScaleSetModel, list[Instance]]:
         result: tuple[ScaleSetModel, list[Instance]] = self.inner.read()

@@ -203,8 +203,8 @@ def _backend(
         from ..backends.azure import AzureBackend, connect
     except ImportError:
         raise InputError(AZURE_EXTRA) from None
-    client, counter = connect(subscription, endpoint)
-    return AzureBackend(client, resource_group, name, counter)
+    client, counter, clock = connect(subscription, endpoint)
+    return AzureBackend(client, resource_group, name, counter, clock=clock)
 
 
 def _poll_interval(text: str) -> Any:
@@ -703,7 +703,7 @@ class _LiveView:
     def event(self, event: Event) -> None:
         self.clock.event(event, self.options.pause, self.options.bake)
         if self.stream:
-            render.json_line(render.event_json(event))
+            render.json_line(render.event_json(event, self.clock.time()))
         if event.kind is EventKind.INSTANCE_HEALTHY:
             self.done += 1
         elif event.kind in (EventKind.INSTANCE_FAILED, EventKind.INSTANCE_UNHEALTHY):
@@ -711,7 +711,8 @@ class _LiveView:
         if event.kind in (EventKind.INSTANCE_UPGRADED,):
             return
         ids = " ".join(event.instances[:12]) + (" ..." if len(event.instances) > 12 else "")
-        line = f"{time.strftime('%H:%M:%S')} {event.kind.value} {ids} {event.detail}".rstrip()
+        at = time.strftime("%H:%M:%S", time.localtime(self.clock.time()))
+        line = f"{at} {event.kind.value} {ids} {event.detail}".rstrip()
         if event.kind in (EventKind.WAVE_STARTED, EventKind.CHECKPOINT, EventKind.WAVE_COMPLETED):
             line += f"  ({self.clock.line(self.done, self.scope)})"
         self.log.append(line)
@@ -913,8 +914,8 @@ def _run_upgrade(
             from ..backends.lease import release_abandoned
 
             if resume.unfinished:
-                journal.finish(resume.id, "completed", "", time.time())
-            release_abandoned(backend, resume.id, time.time())
+                journal.finish(resume.id, "completed", "", backend.clock.time())
+            release_abandoned(backend, resume.id, time.time())  # the lease: wall time
             if restore_rolling and scale_set.upgrade_mode is UpgradeMode.MANUAL:
                 from ..backends.upgrade import restore_rolling as restore
 
@@ -965,7 +966,7 @@ def _run_upgrade(
         backend,
         scope,
         enabled=not json,
-        clock=render.Clock(predicted),
+        clock=render.Clock(predicted, backend.clock),
         options=options,
         stream=stream,
     )
@@ -992,7 +993,9 @@ def _run_upgrade(
     except KeyboardInterrupt:
         record = journal.active(backend.scale_set_id)
         if record is not None:
-            journal.mark_interrupted(record.id, "stopped at once (second Ctrl-C)", time.time())
+            journal.mark_interrupted(
+                record.id, "stopped at once (second Ctrl-C)", backend.clock.time()
+            )
             err.print(f"stopped; continue with: vmss-rollout resume {record.id}")
         raise
     data = summary(result, dict(backend.counter.attempts))
@@ -1250,8 +1253,11 @@ def abandon(
         if record.unique_id and backend.unique_id and record.unique_id != backend.unique_id:
             lease = "the scale set was re-created since: no lease of it to release"
         else:
-            lease = release_abandoned(backend, record.id, time.time())
-    done = book.abandon(record.id, "abandoned by the operator", time.time(), is_alive=driver_alive)
+            lease = release_abandoned(backend, record.id, time.time())  # the lease: wall time
+    # the journal's time: the emulator's in a rehearsal, as the rollout's other times
+    done = book.abandon(
+        record.id, "abandoned by the operator", backend.clock.time(), is_alive=driver_alive
+    )
     if json:
         output.print_json({"rollout": done.to_json(), "lease": lease})
         return
@@ -1415,7 +1421,7 @@ def instances(
     getattr(backend, method)(ids)
     waiting = set(ids)
     while waiting and not no_wait:
-        time.sleep(interval.next(False))  # real time: the instances are real
+        backend.clock.sleep(interval.next(False))  # the emulator's time in a rehearsal
         current = {i.instance_id: i for i in backend.list_instances()}
         waiting = {
             i

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from rich.table import Table
 from rich.text import Text
@@ -234,13 +234,25 @@ def history_table(rows: Sequence[Mapping[str, Any]], scale_set: Any) -> Table:
 # --------------------------------------------------------------------------- live view
 
 
+class TimeSource(Protocol):
+    """What the live view reads the time from: the ``time`` module, or a
+    backend's clock (backends/clock.py: the ARM emulator's in a rehearsal)."""
+
+    def monotonic(self) -> float: ...
+
+    def time(self) -> float: ...
+
+
 class Clock:
     """Elapsed time, an ETA from the plan's predicted duration, and the
-    countdown of a pause or bake in progress (``now``: a monotonic clock)."""
+    countdown of a pause or bake in progress, on ``source``'s time (the
+    emulator's in a rehearsal, so that they match the plan's and the engine's
+    seconds); :meth:`time` is the wall-clock-like time of event lines."""
 
-    def __init__(self, predicted_s: float | None, now: Any = time.monotonic) -> None:
-        self.now = now
-        self.started = now()
+    def __init__(self, predicted_s: float | None, source: TimeSource = time) -> None:
+        self.source = source
+        self.now = source.monotonic
+        self.started = self.now()
         self.predicted = predicted_s
         self.wait_until: float | None = None
         self.waiting = ""
@@ -253,6 +265,10 @@ class Clock:
             self.wait_until, self.waiting = self.now() + bake, "bake"
         elif kind in ("wave_started", "halted", "rollout_finished"):
             self.wait_until, self.waiting = None, ""
+
+    def time(self) -> float:
+        """Now, in seconds since the epoch."""
+        return self.source.time()
 
     def line(self, done: int = 0, scope: int = 0) -> str:
         """``elapsed 1m02s; ETA 20m (plan: 21m); ~3m at the pace so far; bake: 12s left``."""
@@ -274,12 +290,13 @@ class Clock:
         return "; ".join(parts)
 
 
-def event_json(event: Event) -> dict[str, Any]:
-    """One event as a JSON object (a line of ``upgrade -o json``)."""
+def event_json(event: Event, at: float | None = None) -> dict[str, Any]:
+    """One event as a JSON object (a line of ``upgrade -o json``); ``at``: when it
+    happened, seconds since the epoch (default: now)."""
     return {
         "type": "event",
         "time": event.time,
-        "at": iso(time.time()),
+        "at": iso(time.time() if at is None else at),
         "kind": event.kind.value,
         "phase": event.phase,
         "wave": event.wave,

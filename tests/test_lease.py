@@ -541,8 +541,8 @@ def test_the_lease_never_launders_a_model_change_it_did_not_plan(emu: Emulated) 
     from vmss_rollout.engine.errors import InputError
 
     with emu.sdk():  # the emulator's environment (CA bundle, identity endpoint)
-        client, counter = connect(emu.info["subscription"], emu.info["endpoint"])
-        backend = AzureBackend(client, RG, emu.name, counter)
+        client, counter, clock = connect(emu.info["subscription"], emu.info["endpoint"])
+        backend = AzureBackend(client, RG, emu.name, counter, clock=clock)
         scale_set, _ = backend.read()
         _change_model_behind(emu, "9.0.0")
         lease = Lease(backend, "r-plan", scale_set.model, allowed=[scale_set.model])
