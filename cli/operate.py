@@ -41,6 +41,7 @@ from ..engine.model import (
     instance_sort_key,
 )
 from ..engine.options import EngineOptions, Scope
+from ..engine.polling import PollInterval, parse_poll_interval
 from ..engine.rollout import check_scope
 from ..engine.rollout import runs as runs_model
 from ..engine.target import target_model
@@ -207,20 +208,25 @@ def _backend(
     return AzureBackend(client, resource_group, name, counter, clock=clock)
 
 
-def _poll_interval(text: str) -> Any:
-    from ..backends.realtime import PollInterval
+def _poll_interval(text: str) -> PollInterval:
+    return PollInterval(*parse_poll_interval(text))
 
-    low, _, high = text.partition(":")
-    try:
-        lo = float(low)
-        hi = float(high) if high else max(lo, 30.0)
-    except ValueError:
-        raise InputError(
-            f"--poll-interval: expected MIN or MIN:MAX seconds, got {text!r}"
-        ) from None
-    if not 0 < lo <= hi:
-        raise InputError(f"--poll-interval: need 0 < MIN <= MAX, got {text!r}")
-    return PollInterval(lo, hi)
+
+def _timed_read(backend: AzureBackend) -> tuple[Any, list[Instance], float | None]:
+    """``backend.read()``, then the instance list once more, timed: the mean
+    seconds per ARM call of that list (None: no call), what the prediction
+    assumes each of the driver's calls costs. The first read also connects and
+    signs in, which the driver's later calls do not. Against the emulator a
+    call costs its wall time x the time scale in emulated seconds, against
+    Azure Azure's latency."""
+    scale_set, instances = backend.read()
+    # the backend's clock: the emulator's time once its first answer announced it
+    calls = backend.counter.total
+    started = backend.clock.monotonic()
+    backend.list_instances()
+    took = backend.clock.monotonic() - started
+    made = backend.counter.total - calls
+    return scale_set, instances, took / made if made else None
 
 
 def _engine_options(flags: Mapping[str, Any]) -> EngineOptions:
@@ -454,6 +460,16 @@ def plan(
         ),
     ] = False,
     journal: JournalPath = None,
+    poll_interval: Annotated[
+        str | None,
+        typer.Option(
+            "--poll-interval",
+            metavar="MIN[:MAX]",
+            help="Simulate the driver polling as `upgrade --poll-interval` will: MIN seconds "
+            "after a change, doubling to MAX. Default: the scenario's driver.poll_interval "
+            "(5:30, upgrade's default).",
+        ),
+    ] = None,
     runs: Annotated[int, typer.Option("--runs", "-r", help="Simulated runs.")] = 100,
     workers: Workers = None,
     dask: DaskAddress = None,
@@ -495,8 +511,9 @@ def plan(
     options = _engine_options(flags)
     if calibrated and scenario_path is not None:
         raise InputError("--calibrated and --scenario: give one of them")
+    poll = None if poll_interval is None else parse_poll_interval(poll_interval)
     backend = _backend(resource_group, name, subscription, arm_endpoint)
-    scale_set, instances = backend.read()
+    scale_set, instances, latency = _timed_read(backend)
     target = _target(scale_set.model, flags)
     registry.validate(spec, instances, options.scope, target)  # as upgrade and simulate check
     from ..backends.upgrade import check_fault_domains
@@ -525,6 +542,8 @@ def plan(
             dask=dask,
             progress=progress,
             origin=origin,
+            poll=poll,
+            latency=latency,
         )
     from ..backends.upgrade import UpgradeRequest, policy_action
 
@@ -593,13 +612,26 @@ def predict(
     dask: str | None = None,
     progress: Progress | None = None,
     origin: str | None = None,
+    poll: tuple[float, float] | None = None,
+    latency: float | None = None,
 ) -> dict[str, Any]:
     """Waves and a Monte Carlo prediction of ``spec`` on a live topology
     (``workers``, ``dask``, ``progress``: as :func:`~..sim.parallel.run_study`;
-    ``origin``: where a given :class:`Scenario` came from)."""
+    ``origin``: where a given :class:`Scenario` came from). ``poll``: the
+    driver's poll interval as ``upgrade --poll-interval`` gets it (default: the
+    scenario's); ``latency``: seconds per ARM call measured on the live scale
+    set, used unless the scenario sets a request latency."""
     pending = frozenset(i.instance_id for i in instances if not runs_model(i, target))
     base = scenario_path if isinstance(scenario_path, Scenario) else load_scenario(scenario_path)
     scenario = dataclasses.replace(base, instances=len(instances) or 1)
+    driver = {"poll_interval": "scenario", "request_latency": "scenario"}
+    if poll is not None:
+        scenario = dataclasses.replace(scenario, poll_interval=poll)
+        driver["poll_interval"] = "--poll-interval"
+    polled = scenario.poll_interval[1] > 0
+    if latency is not None and polled and scenario.request_latency == 0:
+        scenario = dataclasses.replace(scenario, request_latency=latency)
+        driver["request_latency"] = "measured: mean of this command's ARM calls"
     in_scope = [
         i
         for i in instances
@@ -612,7 +644,7 @@ def predict(
             if isinstance(scenario_path, str)
             else "built-in default scenario"
         )
-    assumed = render.assumed_timings(scenario, origin)
+    assumed = render.assumed_timings(scenario, origin, driver)
     if not in_scope:
         return {"waves": [], "simulation": None, "outage_runs": 0, "assumed": assumed}
     scope = Scope(instances=frozenset(i.instance_id for i in in_scope))
@@ -941,7 +973,17 @@ def _run_upgrade(
         check_request(scale_set, instances, request)
     shown = not json or not yes
     # a person reads the prediction (prompt, live view's ETA): simulate a few runs
-    preview = predict(instances, target, spec, options, None, PROMPT_RUNS if shown else 1)
+    # ... with the driver polling as this upgrade's will (the scenario's request
+    # latency: timing calls, as plan does, would cost this upgrade a list call)
+    preview = predict(
+        instances,
+        target,
+        spec,
+        options,
+        None,
+        PROMPT_RUNS if shown else 1,
+        poll=(interval.minimum, interval.maximum),
+    )
     waves = preview["waves"]
     if shown:
         err.print(f"{backend.where}: {scale_set.model} -> {target}", soft_wrap=True)

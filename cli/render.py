@@ -19,16 +19,30 @@ from rich.text import Text
 from ..backends.journal import model_from_dict
 from ..engine.errors import InputError
 from ..engine.events import Event
+from ..engine.polling import poll_text
 from .output import fmt_duration, fmt_number
 from .plotting import WAVE_ROWS, collapse_waves
 
 # --------------------------------------------------------------------------- plan
 
 
-def assumed_timings(scenario: Any, origin: str) -> dict[str, Any]:
-    """The timings, faults and demand a prediction assumed, and where they came
-    from (``origin``: the built-in scenario, ``--scenario FILE``, a calibration)."""
+def assumed_timings(
+    scenario: Any, origin: str, driver: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The timings, faults, demand and driver a prediction assumed, and where
+    they came from (``origin``: the built-in scenario, ``--scenario FILE``, a
+    calibration; ``driver``: the origin of ``poll_interval`` and
+    ``request_latency`` when not the scenario, e.g. ``--poll-interval``)."""
+    origins = {"poll_interval": origin, "request_latency": origin}
+    origins.update({k: v for k, v in (driver or {}).items() if v != "scenario"})
     return {
+        "driver": {
+            "poll_interval": poll_text(scenario.poll_interval),
+            "poll_interval_origin": origins["poll_interval"],
+            "request_latency_s": scenario.request_latency,
+            "request_latency_origin": origins["request_latency"],
+            "page_size": scenario.page_size,
+        },
         "origin": origin,
         "upgrade": str(scenario.upgrade),
         "health_delay": str(scenario.health_delay),
@@ -77,7 +91,20 @@ def plan_summary(result: Mapping[str, Any], instances: int) -> list[str]:
             f"unhealthy after upgrade {assumed['unhealthy_after_upgrade']:g}, "
             f"demand {assumed['required']}"
         )
+    if assumed.get("driver"):
+        lines.append(driver_line(assumed["driver"]))
     return lines
+
+
+def driver_line(driver: Mapping[str, Any]) -> str:
+    """How the prediction's driver polls, as ``upgrade`` will, and what a call costs."""
+    if driver["poll_interval"] == "0":
+        return f"driver: sees every change at once ({driver['poll_interval_origin']})"
+    return (
+        f"driver: polls every {driver['poll_interval']} s ({driver['poll_interval_origin']}), "
+        f"{driver['request_latency_s']:.3g} s per ARM call ({driver['request_latency_origin']}), "
+        f"{driver['page_size']} instances per list page"
+    )
 
 
 def prompt_summary(result: Mapping[str, Any], instances: int, options: Any) -> list[str]:
@@ -86,7 +113,7 @@ def prompt_summary(result: Mapping[str, Any], instances: int, options: Any) -> l
     canary = f"canary {options.canary}" if options.canary is not None else "no canary"
     bake = f"bake {fmt_duration(options.bake)}" if options.bake else "no bake"
     pause = f", pause {fmt_duration(options.pause)} between waves" if options.pause else ""
-    return [*full[:3], f"{canary}, {bake}{pause}", full[-1]]
+    return [*full[:3], f"{canary}, {bake}{pause}", *full[5:]]
 
 
 def wave_table(title: str, waves: Sequence[Sequence[str]], *, all_waves: bool) -> Table:
