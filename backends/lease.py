@@ -41,6 +41,12 @@ upgrade", azure-compute-docs virtual-machine-scale-sets-configure-rolling-upgrad
 So the lease is never written while the policy is Rolling, some instance is off
 the latest model and no platform rolling upgrade runs: renewals are skipped
 then and a release is left to expire (:meth:`Lease.safe_to_write`).
+
+The lease is on the wall clock, also in a rehearsal against the ARM emulator
+(whose time the rollout's waits and journal follow, backends/clock.py): it is
+about processes being alive, and processes live in wall time. A heartbeat
+written on the emulator's clock would look hours old (or young) to another
+process at x600.
 """
 
 from __future__ import annotations

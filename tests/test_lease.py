@@ -32,8 +32,9 @@ from vmss_rollout.emulator.launch import emulator_process
 N = 20
 #: resume takes the journal's engine options: only the poll interval
 POLL = ["--poll-interval", "0.05:0.3"]
-#: slow enough (wall-clock pause between waves) for a second operator to act mid-rollout
-SLOW = ["--strategy", "batch:size=5", "--pause", "2s"]
+#: slow enough for a second operator to act mid-rollout: the pause between waves is
+#: on the emulator's clock, 20 simulated minutes are 2 s of wall time at x600
+SLOW = ["--strategy", "batch:size=5", "--pause", "20m"]
 
 
 def _start(tmp: Path, scenario_text: str) -> Iterator[Emulated]:
@@ -255,7 +256,7 @@ def test_resume_by_name_after_a_finished_rollback_says_nothing_to_resume(
 ) -> None:
     emu.faults(bad_image=True)
     halted, data = emu.upgrade(
-        "--strategy", "batch:size=2", "--on-failure", "rollback", "--health-timeout", "5s"
+        "--strategy", "batch:size=2", "--on-failure", "rollback", "--health-timeout", "2m"
     )
     assert halted.returncode == 1 and data["rolled_back"], halted.stderr
     emu.faults(bad_image=False)
@@ -354,7 +355,7 @@ def test_switch_to_manual_freeze_leaves_manual_and_the_bad_image_where_it_stoppe
         "--on-failure",
         "freeze",
         "--health-timeout",
-        "5s",
+        "2m",
     )
     target = f"{emu.version}.0.0"
     assert result.returncode == 1, result.stderr
@@ -381,7 +382,7 @@ def test_switch_to_manual_rollback_restores_rolling_once_all_are_back(rolling: E
         emu,
         upgrade_args(
             emu, emu.next_target(), emu.journal, "--strategy", "one-at-a-time",
-            "--switch-to-manual", "--on-failure", "rollback", "--health-timeout", "5s",
+            "--switch-to-manual", "--on-failure", "rollback", "--health-timeout", "2m",
         ),
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
@@ -503,7 +504,7 @@ def test_on_policy_rolling_a_failed_platform_upgrade_is_not_restarted_by_the_lea
     generic model update that restarts it, so the lease is left to expire."""
     emu = rolling
     emu.faults(bad_image=True)
-    result, _ = emu.upgrade("--strategy", "azure-rolling", "--health-timeout", "5s")
+    result, _ = emu.upgrade("--strategy", "azure-rolling", "--health-timeout", "2m")
     assert result.returncode == 1, result.stderr
     state = emu.state()
     assert state["rolling_upgrade"] not in (None, "RollingForward")
