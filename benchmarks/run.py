@@ -33,7 +33,10 @@
    update-domain with ``--canary 1 --bake 10m``; a rehearsal is one random
    draw, so a few per case and their median (goal: within 10%); then the same
    case at other time scales (every wall-clock millisecond of the driver's
-   calls is ``scale`` emulated milliseconds).
+   calls is ``scale`` emulated milliseconds);
+10. the cost of simulating the polled driver (the default since issue 11)
+    against the idealised one (``poll_interval = "0"``): CPU seconds and SimPy
+    events of one rollout per strategy.
 
 Times are CPU seconds of the measuring process where a ratio is computed (other
 processes on a shared machine do not count) and wall seconds where the goal is
@@ -503,6 +506,36 @@ def prediction_error(
             row(n, spec, extra, scale, 0)
 
 
+def polling_cost(sizes: list[int], repeat: int) -> None:
+    import gc
+
+    from vmss_rollout.sim.runner import simulate
+
+    section("10. one rollout, idealised driver (poll_interval 0) vs polled (5:30): CPU s")
+    print(
+        f"{'strategy':<16}{'instances':>10}{'idealised':>10}{'polled':>8}{'ratio':>7}{'events':>22}"
+    )
+    for n in sizes:
+        for spec in STRATEGIES:
+            cpu, events = {}, {}
+            for poll in ("0", "5:30"):
+                scenario = default_scenario().with_overrides(instances=n, poll_interval=poll)
+                tries = []
+                for _ in range(repeat):
+                    gc.collect()
+                    start = time.process_time()
+                    env, _, rollout = simulate(scenario, spec, 1)
+                    tries.append(time.process_time() - start)
+                    assert rollout.outcome().upgraded == n, rollout.outcome()
+                cpu[poll], events[poll] = min(tries), next(env._eid)
+            counts = f"{events['0']} / {events['5:30']}"
+            print(
+                f"{spec:<16}{n:>10}{cpu['0']:>10.3f}{cpu['5:30']:>8.3f}"
+                f"{cpu['5:30'] / cpu['0']:>7.2f}{counts:>22}",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for CI")
@@ -517,6 +550,7 @@ def main() -> None:
         lower_bounds(runs=20)
         calibration_recovery(seeds=3)
         prediction_error(PREDICTION_CASES[:1] + PREDICTION_CASES[-1:], [600.0, 300.0], 2)
+        polling_cost([1000], repeat=1)
     else:
         cost_per_instance([100, 1000, 10000], repeat=3)
         memory([10_000, 100_000, 1_000_000])
@@ -526,7 +560,8 @@ def main() -> None:
         speedup(runs=200, instances=500)
         lower_bounds(runs=200)
         calibration_recovery(seeds=10)
-        prediction_error(PREDICTION_CASES, [600.0, 300.0, 1200.0], 5)
+        prediction_error(PREDICTION_CASES, [600.0, 300.0, 120.0], 5)
+        polling_cost([10_000, 100_000], repeat=1)
 
 
 if __name__ == "__main__":
