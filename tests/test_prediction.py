@@ -120,7 +120,7 @@ def test_plan_poll_interval_overrides_the_scenarios(emu: Emulated) -> None:
     )  # fmt: skip
     assert text.returncode == 0, text.stderr
     assert "driver: polls every 10:30 s (--poll-interval)" in text.stdout
-    assert "per ARM call (measured: mean of this command's ARM calls)" in text.stdout
+    assert "per ARM call (measured: median of this command's timed lists)" in text.stdout
 
 
 @pytest.mark.parametrize("bad", ["0", "5:1", "fast"])
