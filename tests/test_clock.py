@@ -69,7 +69,7 @@ def emulated_now(emu: Emulated) -> tuple[float, float]:
 
 
 def upgrade(emu: Emulated, *args: str) -> tuple[Any, float]:
-    """``upgrade`` (no FAST wall-clock options: every duration is the real one);
+    """``upgrade`` with the defaults (no FAST options: every duration is the real one);
     returns the process result and its wall time."""
     started = time.monotonic()
     result = emu.cli(
@@ -196,6 +196,29 @@ def test_retry_after_of_a_429_is_waited_in_emulated_seconds(slow: Emulated) -> N
         # the next attempt came 60 simulated seconds later (not 60 wall seconds)
         assert 60 <= again["t_sim"] - first["t_sim"] <= 60 + SLACK_S, (first, again)
     assert wall < 10 + len(throttled) * 2
+
+
+def test_instances_and_scale_wait_in_emulated_seconds(slow: Emulated) -> None:
+    endpoint = ["--arm-endpoint", slow.info["endpoint"]]
+    poll = ["--poll-interval", "60:60", "--yes", "--json"]
+    for command in (
+        ["instances", "restart", "-g", RG, "-n", slow.name, "--only-instances", "1", *poll],
+        ["scale", "-g", RG, "-n", slow.name, "--capacity", str(N + 1), *poll, *endpoint],
+    ):
+        slow.admin("reset-counts", {})
+        started = time.monotonic()
+        result = slow.cli(*command)
+        wall = time.monotonic() - started
+        assert result.returncode == 0, result.stderr
+        log = slow.admin("requests")["log"]
+        write = next(i for i, e in enumerate(log) if e["method"] in ("POST", "PATCH"))
+        lists = [e["t_sim"] for e in log[write:] if e["operation"] == "vms.list"]
+        # instances waits before its first list; scale lists at once, then waits
+        marks = lists if command[0] == "scale" else [log[write]["t_sim"], *lists]
+        gaps = [b - a for a, b in itertools.pairwise(marks)]
+        # every wait is 60 simulated seconds: a second of wall time at x60, not a minute
+        assert gaps and all(60 <= g <= 60 + SLACK_S for g in gaps), (command[0], gaps)
+        assert wall < 20 + 2 * len(gaps), (command[0], wall)
 
 
 # --------------------------------------------------------------------------- the clock
