@@ -32,9 +32,11 @@ from urllib.parse import urlsplit
 #: (emulator/state.py announces them; vmss-rollout's own, never Azure's)
 TIME_HEADER = "x-vmss-rollout-emulator-time"
 TIME_SCALE_HEADER = "x-vmss-rollout-emulator-time-scale"
-#: the ARM endpoints' domains of Azure's clouds (public, US Government, China):
-#: their responses never set the clock (azure-cli core/cloud.py, the clouds'
-#: ``resourceManager`` endpoints)
+#: the ARM endpoints' domains of Azure's clouds (global, US Government, China, the
+#: retired Germany cloud): management.azure.com, management.usgovcloudapi.net,
+#: management.chinacloudapi.cn, management.microsoftazure.de (Microsoft docs,
+#: key-vault access-behind-firewall; azure-cli core/cloud.py's clouds); their
+#: responses never set the clock
 AZURE_ARM_DOMAINS = ("azure.com", "usgovcloudapi.net", "chinacloudapi.cn", "microsoftazure.de")
 
 
