@@ -18,7 +18,7 @@ from ..engine.backend import Backend, execute
 from ..engine.polling import PollInterval
 from ..engine.rollout import Rollout, Step
 
-__all__ = ["PollInterval", "run"]  # PollInterval: engine/polling.py's, re-exported
+__all__ = ["run"]
 
 
 def run(

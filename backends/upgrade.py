@@ -18,6 +18,7 @@ from ..engine.errors import BackendError, InputError
 from ..engine.events import Event, EventKind, StartUpgrade
 from ..engine.model import Instance, ModelVersion, ScaleSetModel, UpgradeMode
 from ..engine.options import EngineOptions, Scope
+from ..engine.polling import PollInterval
 from ..engine.rollout import (
     Outcome,
     Rollout,
@@ -29,7 +30,7 @@ from ..strategies.registry import make, parse_spec, validate
 from .clock import Clock, clock_of
 from .journal import Journal, JournalError, RolloutRecord, model_from_dict, model_to_dict
 from .lease import Lease, LeasedBackend, LeaseLost, holder_alive, holder_id
-from .realtime import PollInterval, run
+from .realtime import run
 from .resume import ResumePoint
 
 PolicyAction = Literal["manual", "automatic", "switch-to-manual", "native-rolling"]
