@@ -35,7 +35,6 @@ PATCH's long-running operation lasts the platform's whole rolling upgrade.
 from __future__ import annotations
 
 import os
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -54,6 +53,7 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import SansIOHTTPPolicy
+from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import VirtualMachineScaleSetUpdate
@@ -62,6 +62,7 @@ from ..engine.backend import Observations
 from ..engine.errors import BackendError, ConcurrencyError, InputError
 from ..engine.model import Instance, ModelVersion, ProvisioningState, ScaleSetModel
 from . import armjson
+from .clock import WALL, Clock, announced, is_azure_cloud
 
 T = TypeVar("T")
 
@@ -92,6 +93,33 @@ class RequestCounter(SansIOHTTPPolicy):  # type: ignore[type-arg]
         return sum(self.attempts.values())
 
 
+class ClockPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
+    """Tells :attr:`clock` the time every response announces (the ARM emulator's
+    headers, :mod:`.clock`); a per-retry policy: every attempt's response, errors
+    included."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def on_response(self, request: PipelineRequest, response: PipelineResponse) -> None:  # type: ignore[type-arg]
+        told = announced(response.http_response.headers)
+        if told is not None:
+            self.clock.announce(*told)
+
+
+class ClockTransport(RequestsTransport):  # type: ignore[misc]
+    """azure-core's requests transport, sleeping on :attr:`clock`: azure-core's
+    RetryPolicy waits (Retry-After, backoff) through ``transport.sleep``
+    (azure/core/pipeline/policies/_retry.py), the supported extension point."""
+
+    def __init__(self, clock: Clock, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.clock = clock
+
+    def sleep(self, duration: float) -> None:
+        self.clock.sleep(duration)
+
+
 def operation_name(method: str, url: str) -> str:
     """``GET virtualMachineScaleSets/virtualMachines`` and the like: the path's
     resource types and action, without names and ids."""
@@ -118,24 +146,29 @@ def resolve_subscription(subscription: str | None) -> str:
 
 def connect(
     subscription: str | None, endpoint: str | None, credential: Any = None
-) -> tuple[ComputeManagementClient, RequestCounter]:
-    """A client for ``endpoint`` (public Azure by default) with request counting.
-    ``credential`` defaults to azure-identity's DefaultAzureCredential (az login,
-    a service principal in the environment, managed identity, ...)."""
+) -> tuple[ComputeManagementClient, RequestCounter, Clock]:
+    """A client for ``endpoint`` (public Azure by default) with request counting,
+    and its clock: the wall clock, or the ARM emulator's once a response
+    announces it (never an Azure cloud's: see :mod:`.clock`); azure-core's
+    retries wait on it. ``credential`` defaults to azure-identity's
+    DefaultAzureCredential (az login, a service principal in the environment,
+    managed identity, ...)."""
     if credential is None:
         from azure.identity import DefaultAzureCredential
 
         credential = DefaultAzureCredential()
     base = resolve_endpoint(endpoint)
     counter = RequestCounter()
+    clock = Clock(honour=not is_azure_cloud(base))
     client = ComputeManagementClient(
         credential,
         resolve_subscription(subscription),
         base_url=base,
         credential_scopes=[f"{PUBLIC_ARM}/.default"],
-        per_retry_policies=[counter],
+        per_retry_policies=[counter, ClockPolicy(clock)],
+        transport=ClockTransport(clock),
     )
-    return client, counter
+    return client, counter, clock
 
 
 @contextmanager
@@ -296,7 +329,8 @@ class AzureBackend:
         *,
         attempts: int = 5,
         backoff: float = 5.0,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.client = client
         self.resource_group = resource_group
@@ -318,7 +352,11 @@ class AzureBackend:
         self.attempts = max(1, attempts)
         #: seconds before the first retry when the server gives no Retry-After; doubles
         self.backoff = backoff
-        self.sleep = sleep
+        #: the clock of every wait and timestamp of a command on this scale set:
+        #: the emulator's when the client's responses announce it (:func:`connect`)
+        self.clock = clock or WALL
+        #: the retries' waits (default: the clock's)
+        self.sleep = sleep or self.clock.sleep
         #: retries made on top of azure-core's, by what was retried
         self.retries: Counter[str] = Counter()
 

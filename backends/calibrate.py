@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +47,7 @@ from typing import Any
 from ..engine.errors import InputError
 from ..engine.model import Instance
 from ..engine.options import EngineOptions
+from ..engine.polling import DEFAULT_POLL  # the driver's default, ``--poll-interval 5:30``
 from ..sim.distributions import Distribution, Exponential, Fixed, LogNormal, Uniform
 from ..sim.scenario import Scenario, default_scenario, load_scenario_text
 from .journal import Journal, RolloutRecord
@@ -67,8 +68,6 @@ __all__ = [
     "simulated_history",
 ]
 
-#: the driver's default poll interval (``--poll-interval 5:30``)
-DEFAULT_POLL = (5.0, 30.0)
 #: a sighting within this many seconds of the reconstructed schedule falls on it
 _ON_SCHEDULE = 0.05
 _NEVER_HEALTHY = "not healthy"
@@ -702,14 +701,11 @@ def simulated_history(
     """Journal ``rollouts`` rollouts of ``strategy`` on the simulated scale set
     of ``scenario``, driven as ``backends/realtime.py`` drives Azure: a poll,
     then a wait of MIN after a change or an action, doubling to MAX, shortened
-    to the engine's next deadline. Returns the rollout ids."""
-    import simpy
-
-    from ..backends.realtime import PollInterval
-    from ..engine.backend import execute
+    to the engine's next deadline (``sim/runner.py``'s polled driver, with the
+    scenario's request latency and page size). Returns the rollout ids."""
     from ..engine.rollout import Rollout
-    from ..sim.runner import build, derive_seed
-    from ..sim.scaleset import CURRENT_MODEL, TARGET_MODEL, SimScaleSet
+    from ..sim.runner import build, derive_seed, simulate_rollout
+    from ..sim.scaleset import CURRENT_MODEL, TARGET_MODEL
     from ..strategies.registry import make
 
     opts = options or scenario.engine
@@ -736,26 +732,15 @@ def simulated_history(
         rollout = Rollout(
             CURRENT_MODEL, TARGET_MODEL, instances, make(strategy), opts, listener=on_event
         )
-
-        def drive(
-            env: simpy.Environment, rollout: Rollout, backend: SimScaleSet
-        ) -> Generator[Any, Any, None]:
-            interval = PollInterval(*poll_interval)
-            etag = backend.read()[0].etag
-            while True:
-                obs = backend.poll()
-                rollout.observe(env.now, obs.changed, obs.deleted)
-                step = rollout.step(env.now)
-                etag = execute(rollout, backend, step.actions, lambda: env.now, etag)
-                if rollout.finished:
-                    return
-                wait = interval.next(bool(obs.changed or obs.deleted or step.actions))
-                if step.wake_at is not None:
-                    wait = min(wait, max(0.0, step.wake_at - env.now))
-                yield env.timeout(wait)
-
-        env.process(drive(env, rollout, scale_set))
-        env.run()
+        # the simulator's polled driver: backends/realtime.py's loop in simulated time
+        simulate_rollout(
+            env,
+            rollout,
+            scale_set,
+            poll=poll_interval,
+            latency=scenario.request_latency,
+            page_size=scenario.page_size,
+        )
         outcome = rollout.outcome()
         state = "halted" if outcome.halted else "completed"
         journal.finish(record.id, state, outcome.reason, base + env.now)

@@ -41,6 +41,12 @@ upgrade", azure-compute-docs virtual-machine-scale-sets-configure-rolling-upgrad
 So the lease is never written while the policy is Rolling, some instance is off
 the latest model and no platform rolling upgrade runs: renewals are skipped
 then and a release is left to expire (:meth:`Lease.safe_to_write`).
+
+The lease is on the wall clock, also in a rehearsal against the ARM emulator
+(whose time the rollout's waits and journal follow, backends/clock.py): it is
+about processes being alive, and processes live in wall time. A heartbeat
+written on the emulator's clock would look hours old (or young) to another
+process at x600.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ from typing import Any, Protocol
 from ..engine.backend import Observations
 from ..engine.errors import ConcurrencyError, InputError, RolloutError
 from ..engine.model import Instance, ModelVersion, ScaleSetModel, UpgradeMode
+from .clock import Clock, clock_of
 
 TAG = "vmss-rollout-lease"
 TARGET_TAG = "vmss-rollout-lease-target"
@@ -482,6 +489,12 @@ class LeasedBackend:
     @property
     def health_source(self) -> str:
         return str(self.inner.health_source)
+
+    @property
+    def clock(self) -> Clock:
+        """The inner backend's clock: the rollout's waits and journal times (the
+        lease itself stays on the wall clock)."""
+        return clock_of(self.inner)
 
     def read(self) -> tuple[ScaleSetModel, list[Instance]]:
         result: tuple[ScaleSetModel, list[Instance]] = self.inner.read()

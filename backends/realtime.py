@@ -1,7 +1,9 @@
 """The real-time driver: the engine's loop on the wall clock.
 
-It is the SimPy driver's twin: observe, step, execute, then wait until the
-engine's deadline or the next poll. Waiting is sleep-and-poll with an
+Poll, observe, step, execute, then wait until the engine's deadline or the
+next poll. ``sim/runner.py``'s polled driver models this loop in simulated
+time (its calls' latency included), so a simulation predicts what this
+driver takes: change one, change the other. Waiting is sleep-and-poll with an
 adaptive interval: short while things change, doubling up to a ceiling while
 nothing does. The clock and the sleep are parameters, so tests can drive it on
 a fake clock, and Ctrl-C handling stays with the caller (``should_stop``).
@@ -11,25 +13,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ..engine.backend import Backend, execute
+from ..engine.polling import PollInterval
 from ..engine.rollout import Rollout, Step
 
-
-@dataclass
-class PollInterval:
-    """Seconds between polls: ``minimum`` after a change, doubling to ``maximum``."""
-
-    minimum: float = 5.0
-    maximum: float = 30.0
-
-    def __post_init__(self) -> None:
-        self.current = self.minimum
-
-    def next(self, active: bool) -> float:
-        self.current = self.minimum if active else min(self.maximum, self.current * 2)
-        return self.current
+__all__ = ["run"]
 
 
 def run(

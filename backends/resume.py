@@ -10,14 +10,17 @@ Read from the journal's event stream (every attempt's events, in order):
   repeated, whatever attempt reached them;
 - a bake (or ``--pause``) in progress: when no wave started after the last
   ``checkpoint`` (or ``wave_completed``), the next wave waits until that event's
-  journaled wall time plus the bake (or pause), not a whole bake more;
+  journaled time plus the bake (or pause), not a whole bake more;
 - surge: per scope instance, the replacement its last ``surge_created`` named,
   or, if its ``wave_started`` (action "replace") had none yet, that it was
   asked for; and every instance id the journal names.
 
-Only the wall clock crosses a restart, so the remaining wait is computed from
-wall times, as late as possible (:meth:`ResumePoint.at`, when the engine is
-built).
+Only the journal's clock crosses a restart, so the remaining wait is computed
+from its times, as late as possible (:meth:`ResumePoint.at`, when the engine is
+built), against a ``now`` on the same clock: the backend's (backends/clock.py),
+the wall clock against Azure, the emulator's in a rehearsal, whose journal
+holds the emulator's times (the resumed process has read the scale set, so its
+clock follows the emulator by then).
 """
 
 from __future__ import annotations
@@ -45,15 +48,16 @@ _RESOLVED = {
 
 @dataclass(frozen=True)
 class ResumePoint:
-    """A journaled rollout's pacing and surge state, with the wall time (seconds
-    since the epoch) before which its next wave must not start."""
+    """A journaled rollout's pacing and surge state, with the journal's time
+    (seconds since the epoch) before which its next wave must not start."""
 
     state: Resumed
     #: the end of the bake or pause in progress when it stopped (None: none)
     not_before: float | None = None
 
     def at(self, now: float) -> Resumed:
-        """The engine's :class:`Resumed` for a rollout starting at wall time ``now``."""
+        """The engine's :class:`Resumed` for a rollout starting at ``now``, on the
+        journal's clock."""
         if self.not_before is None:
             return self.state
         return dataclasses.replace(self.state, wait=max(0.0, self.not_before - now))
@@ -111,8 +115,8 @@ def point_from_events(
 
 
 def _not_before(events: Sequence[Mapping[str, Any]], options: EngineOptions) -> float | None:
-    """The wall time a bake (after a checkpoint) or a pause (after a wave) in
-    progress ends: only if no wave started after it."""
+    """The journal's time a bake (after a checkpoint) or a pause (after a wave)
+    in progress ends: only if no wave started after it."""
     end = None
     for e in events:
         kind = e["kind"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -19,6 +18,7 @@ from ..engine.errors import BackendError, InputError
 from ..engine.events import Event, EventKind, StartUpgrade
 from ..engine.model import Instance, ModelVersion, ScaleSetModel, UpgradeMode
 from ..engine.options import EngineOptions, Scope
+from ..engine.polling import PollInterval
 from ..engine.rollout import (
     Outcome,
     Rollout,
@@ -28,9 +28,10 @@ from ..engine.rollout import (
 from ..engine.topology import check_domains, flag
 from ..strategies.base import Strategy
 from ..strategies.registry import make, parse_spec, validate
+from .clock import Clock, clock_of
 from .journal import Journal, JournalError, RolloutRecord, model_from_dict, model_to_dict
 from .lease import Lease, LeasedBackend, LeaseLost, holder_alive, holder_id
-from .realtime import PollInterval, run
+from .realtime import run
 from .resume import ResumePoint
 
 PolicyAction = Literal["manual", "automatic", "switch-to-manual", "native-rolling"]
@@ -54,6 +55,9 @@ class ScaleSetBackend(Backend, Protocol):
 
     @property
     def provisioning_state(self) -> str: ...
+
+    @property
+    def clock(self) -> Clock: ...
 
     def read_scale_set(self) -> ScaleSetModel: ...
 
@@ -131,7 +135,7 @@ def execute(
     listener: Callable[[Event], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     interval: PollInterval | None = None,
-    wall: Callable[[], float] = time.time,
+    wall: Callable[[], float] | None = None,
     resume: RolloutRecord | None = None,
     previous: ModelVersion | None = None,
     finishing_rollback: str | None = None,
@@ -155,7 +159,12 @@ def execute(
     marks a new rollout "failed" (a resumed one "interrupted"); a
     :class:`BackendError` (Azure failed after retries, something may have
     changed) marks it "interrupted", so that ``resume`` continues it, and the
-    error names the rollout."""
+    error names the rollout.
+
+    Every wait and every journaled time is on ``backend.clock`` (the emulator's
+    in a rehearsal; ``wall`` overrides the journal's); the lease's heartbeats
+    are on the wall clock, since processes live in wall time."""
+    wall = wall or clock_of(backend).time
     action = policy_action(scale_set, request)
     strategy = make(request.strategy)
     if resume is None:
@@ -177,7 +186,8 @@ def execute(
     allowed = [request.target, previous or scale_set.model, scale_set.model]
     if resume is not None:
         allowed.append(model_from_dict(resume.target_model))
-    lease = Lease(backend, record.id, request.target, allowed=allowed, holder=holder, wall=wall)
+    # wall time: whether a process is alive is not the emulator's business
+    lease = Lease(backend, record.id, request.target, allowed=allowed, holder=holder)
     try:
         lease.acquire(
             scale_set,
@@ -236,7 +246,7 @@ def execute(
         end = "released"
         reason = f"halted at once: {exc}"
         record = journal.finish(record.id, "halted", reason, wall())
-        now = time.monotonic()
+        now = clock_of(backend).monotonic()
         outcome = Outcome(
             completed=False,
             halted=True,
@@ -330,6 +340,7 @@ def _drive(
     resumed: ResumePoint | None = None,
     restore_rolling: bool = False,
 ) -> UpgradeResult:
+    clock = clock_of(backend)
     if action == "native-rolling":
         outcome = follow_rolling(
             backend,
@@ -339,7 +350,8 @@ def _drive(
             on_event,
             should_stop=should_stop,
             interval=interval or PollInterval(),
-            clock=time.monotonic,
+            clock=clock.monotonic,
+            sleep=clock.sleep,
         )
         return _finish(journal, record, outcome, action, wall, finishing_rollback)
     rollout = Rollout(
@@ -367,7 +379,8 @@ def _drive(
             backend,
             etag=scale_set.etag,
             interval=interval,
-            clock=time.monotonic,
+            clock=clock.monotonic,
+            sleep=clock.sleep,
             should_stop=should_stop,
             until=first_wave,
         )
@@ -375,7 +388,7 @@ def _drive(
         # the model changed under the rollout, or its lease was taken: going on
         # would upgrade instances to a model it does not own; stop at once
         halt = f"halted at once: {exc}"
-        on_event(Event(time.monotonic(), EventKind.HALTED, rollout.phase.value, detail=halt))
+        on_event(Event(clock.monotonic(), EventKind.HALTED, rollout.phase.value, detail=halt))
     outcome = rollout.outcome()
     if halt:
         outcome = dataclasses.replace(
@@ -407,8 +420,6 @@ def _after_switch(
     outcome: Outcome,
     unfinished: bool,
     interval: PollInterval,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
 ) -> tuple[list[str], bool]:
     """``--switch-to-manual``, once the rollout stopped (also a resumed one that
     switched, per its journal): restore Rolling only
@@ -438,26 +449,25 @@ def _after_switch(
             "start the platform's own rolling upgrade of the instances off the model; when you "
             f"have decided, restore it with {manual}"
         ], False
-    return restore_rolling(backend, etag, interval, sleep, clock), True
+    return restore_rolling(backend, etag, interval), True
 
 
 def restore_rolling(
     backend: ScaleSetBackend,
     etag: str | None,
     interval: PollInterval,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
 ) -> list[str]:
     """Set policy Rolling back (under If-Match on ``etag``) and watch the scale
-    set for up to :data:`RESTORE_WATCH_S` seconds: a long-running operation on
-    Azure, never waited on."""
+    set for up to :data:`RESTORE_WATCH_S` seconds of the backend's clock: a
+    long-running operation on Azure, never waited on."""
+    clock = clock_of(backend)
     backend.set_upgrade_mode(UpgradeMode.ROLLING.value, etag)
-    deadline = clock() + RESTORE_WATCH_S
-    while clock() < deadline:
+    deadline = clock.monotonic() + RESTORE_WATCH_S
+    while clock.monotonic() < deadline:
         backend.read_scale_set()
         if backend.provisioning_state.lower() != "updating":
             return ["upgrade policy restored to Rolling"]
-        sleep(interval.next(False))
+        clock.sleep(interval.next(False))
     return [
         f"upgrade policy Rolling requested; the scale set is still updating after "
         f"{RESTORE_WATCH_S:g}s: follow it with `vmss-rollout status`"
@@ -469,7 +479,7 @@ def _finish(
     record: RolloutRecord,
     outcome: Outcome,
     action: PolicyAction,
-    wall: Callable[[], float] = time.time,
+    wall: Callable[[], float],
     finishing_rollback: str | None = None,
 ) -> UpgradeResult:
     if outcome.interrupted:
@@ -504,7 +514,7 @@ def follow_rolling(
     should_stop: Callable[[], bool],
     interval: PollInterval,
     clock: Callable[[], float],
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None],
 ) -> Outcome:
     """Policy Rolling with ``azure-rolling``: change the model, let the platform
     roll it out, and follow ``rollingUpgrades/latest`` (one GET and one list per

@@ -26,7 +26,17 @@
 8. calibration recovery: `calibrate`'s fit from the journal of 120 instance
    upgrades (3 polled rollouts of 40 on the simulated scale set, default poll
    interval 5:30) with known timings and rates, over several seeds (goal: means
-   within 10%, rates within 3 points).
+   within 10%, rates within 3 points);
+9. prediction error: ``plan``'s p50 (100 runs) against rehearsals, ``upgrade
+   -y`` on the ARM emulator at a time scale (its waits on the emulator's
+   clock), for update-domain, batch and window on 30 and 100 instances and
+   update-domain with ``--canary 1 --bake 10m``; a rehearsal is one random
+   draw, so a few per case and their median (goal: within 10%); then the same
+   case at other time scales (every wall-clock millisecond of the driver's
+   calls is ``scale`` emulated milliseconds);
+10. the cost of simulating the polled driver (the default since issue 11)
+    against the idealised one (``poll_interval = "0"``): CPU seconds and SimPy
+    events of one rollout per strategy.
 
 Times are CPU seconds of the measuring process where a ratio is computed (other
 processes on a shared machine do not count) and wall seconds where the goal is
@@ -354,6 +364,178 @@ def calibration_recovery(seeds: int) -> None:
     )
 
 
+#: the emulator's scale set for the prediction benchmark: the default scenario's
+#: timings and faults (plan's built-in scenario assumes the same)
+_EMULATED = """name = "bench"
+seed = {seed}
+[scale_set]
+instances = {instances}
+"""
+_RG = "vmss-rollout-rg"
+
+
+def _cli(info: dict[str, object], env: dict[str, str], *args: str) -> str:
+    argv = [sys.executable, "-m", "vmss_rollout.cli.app", *args]
+    argv += ["--arm-endpoint", str(info["endpoint"])]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:1])} failed ({done.returncode}): {done.stderr[-800:]}")
+    return done.stdout
+
+
+#: (instances, strategy, upgrade flags) of the prediction benchmark
+PREDICTION_CASES: list[tuple[int, str, list[str]]] = [
+    (n, spec, []) for n in (30, 100) for spec in ("update-domain", "batch", "window")
+] + [(30, "update-domain", ["--canary", "1", "--bake", "10m"])]
+
+
+def rehearse(
+    instances: int, spec: str, extra: list[str], scale: float, rehearsals: int, seed: int = 1
+) -> dict[str, object]:
+    """``plan`` (p50 of 100 runs; and with the idealised driver) then
+    ``rehearsals`` rehearsals (``upgrade -y``) of ``spec`` on a fresh emulator
+    of ``instances`` at time scale ``scale`` (seeded ``seed``; each rehearsal
+    draws on from where the last one stopped). Each rehearsal's duration is
+    the journal's engine time from ``rollout_started`` to ``rollout_finished``,
+    what plan's duration measures, in emulated seconds; ``overhead`` is the
+    journal record's start-to-finish time beyond it (the lease, the reads before
+    the first poll, the end)."""
+    from vmss_rollout.backends.journal import Journal
+    from vmss_rollout.emulator.launch import emulator_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        scenario = work / "scenario.toml"
+        scenario.write_text(_EMULATED.format(seed=seed, instances=instances))
+        with emulator_process(scenario, work / "emulator", "--time-scale", f"{scale:g}") as info:
+            env = {**os.environ, **info["env"]}
+            env["VMSS_ROLLOUT_JOURNAL"] = str(work / "journal.sqlite")
+            target = ["-g", _RG, "-n", str(info["name"]), "-s", spec, *extra]
+            plan = [*target, "--image-version", "2.0.0", "-o", "json"]
+            planned = json.loads(_cli(info, env, "plan", *plan))
+            # the simulator before issue 11: a driver that sees every change at once
+            idealised = work / "idealised.toml"
+            idealised.write_text('[driver]\npoll_interval = "0"\n')
+            before = json.loads(_cli(info, env, "plan", *plan, "--scenario", str(idealised)))
+            # the model's own error, apart from the draws': the emulator draws its first
+            # rollout's timings as run 0 of a study seeded with its scenario's seed, so
+            # plan's run 0 on that scenario (with the latency measured) has the first
+            # rehearsal's draws
+            latency = planned["assumed"]["driver"]["request_latency_s"]
+            same = work / "same-draws.toml"
+            same.write_text(scenario.read_text() + f'[driver]\nrequest_latency = "{latency!r}"\n')
+            drawn = json.loads(_cli(info, env, "plan", *plan, "--scenario", str(same), "-r", "1"))
+            took, overhead = [], []
+            for n in range(rehearsals):
+                version = f"{n + 2}.0.0"
+                _cli(info, env, "upgrade", *target, "--image-version", version, "-y", "--json")
+                with Journal(work / "journal.sqlite") as journal:
+                    record = journal.history(journal_scale_set(info), limit=1)[0]
+                    times = {e["kind"]: e["time"] for e in journal.events(record.id)}
+                if record.state != "completed" or record.finished_at is None:
+                    raise RuntimeError(f"rehearsal {version}: {record.state} {record.reason}")
+                took.append(times["rollout_finished"] - times["rollout_started"])
+                overhead.append(record.finished_at - record.started_at - took[-1])
+    return {
+        "plan_p50": planned["simulation"]["duration_s"]["p50"],
+        "idealised_p50": before["simulation"]["duration_s"]["p50"],
+        "latency": planned["assumed"]["driver"]["request_latency_s"],
+        "same_draws": drawn["simulation"]["duration_s"]["p50"],
+        "rehearsals": took,
+        "overhead": overhead,
+    }
+
+
+def journal_scale_set(info: dict[str, object]) -> str:
+    sub = str(info["subscription"])
+    return (
+        f"/subscriptions/{sub}/resourceGroups/{_RG}/providers/Microsoft.Compute/"
+        f"virtualMachineScaleSets/{info['name']}"
+    )
+
+
+def prediction_error(
+    cases: list[tuple[int, str, list[str]]], scales: list[float], rehearsals: int
+) -> None:
+    import statistics
+
+    section(
+        f"9. prediction error: plan p50 (100 runs) vs {rehearsals} rehearsal(s) on the "
+        f"emulator at x{scales[0]:g} (goal: within 10%)"
+    )
+    print(load())
+    print(
+        f"{'case':<36}{'scale':>6}{'s/call':>7}{'plan p50':>9}{'rehearsals':>26}"
+        f"{'median':>8}{'err %':>7}{'worst %':>8}{'idealised %':>12}{'model %':>8}"
+        f"{'+lease s':>9}"
+    )
+
+    def row(n: int, spec: str, extra: list[str], scale: float, seed: int) -> float:
+        got = rehearse(n, spec, extra, scale, rehearsals, seed)
+        plan, took = float(got["plan_p50"]), list(got["rehearsals"])  # type: ignore[call-overload]
+        median = statistics.median(took)
+        err = (plan / median - 1) * 100
+        worst = max(abs(plan / t - 1) * 100 for t in took)
+        before = (float(got["idealised_p50"]) / median - 1) * 100  # type: ignore[arg-type]
+        lease = statistics.mean(got["overhead"])  # type: ignore[call-overload]
+        model = (float(got["same_draws"]) / took[0] - 1) * 100  # type: ignore[arg-type]
+        label = f"{spec} {' '.join(extra)} on {n}".replace("  ", " ")
+        print(
+            f"{label:<36}{scale:>6g}{got['latency']:>7.2f}{plan:>9.0f}"
+            f"{' '.join(f'{t:.0f}' for t in took):>26}{median:>8.0f}{err:>+7.1f}{worst:>8.1f}"
+            f"{before:>+12.1f}{model:>+8.1f}{lease:>9.0f}  {goal(abs(err) <= 10)}",
+            flush=True,
+        )
+        return err
+
+    errors = [row(n, spec, extra, scales[0], seed) for seed, (n, spec, extra) in enumerate(cases)]
+    print(
+        f"mean |error| {statistics.mean(abs(e) for e in errors):.1f}%, max "
+        f"{max(abs(e) for e in errors):.1f}% (error: plan p50 / rehearsal median - 1, a "
+        "rehearsal's duration being its engine time, as plan's; worst: the farthest single "
+        "rehearsal; s/call: the seconds per ARM call plan measured, emulated; idealised: "
+        'the error of plan with driver.poll_interval = "0", the simulator before issue 11; '
+        "model: the simulated run with the first rehearsal's own draws against it, the "
+        "model's error without the sampling error; +lease: the journal record's time "
+        "beyond the engine's, not predicted)"
+    )
+    if len(scales) > 1:
+        print("the time scale's effect, first case:")
+        n, spec, extra = cases[0]
+        for scale in scales[1:]:
+            row(n, spec, extra, scale, 0)
+
+
+def polling_cost(sizes: list[int], repeat: int) -> None:
+    import gc
+
+    from vmss_rollout.sim.runner import simulate
+
+    section("10. one rollout, idealised driver (poll_interval 0) vs polled (5:30): CPU s")
+    print(
+        f"{'strategy':<16}{'instances':>10}{'idealised':>10}{'polled':>8}{'ratio':>7}{'events':>22}"
+    )
+    for n in sizes:
+        for spec in STRATEGIES:
+            cpu, events = {}, {}
+            for poll in ("0", "5:30"):
+                scenario = default_scenario().with_overrides(instances=n, poll_interval=poll)
+                tries = []
+                for _ in range(repeat):
+                    gc.collect()
+                    start = time.process_time()
+                    env, _, rollout = simulate(scenario, spec, 1)
+                    tries.append(time.process_time() - start)
+                    assert rollout.outcome().upgraded == n, rollout.outcome()
+                cpu[poll], events[poll] = min(tries), next(env._eid)
+            counts = f"{events['0']} / {events['5:30']}"
+            print(
+                f"{spec:<16}{n:>10}{cpu['0']:>10.3f}{cpu['5:30']:>8.3f}"
+                f"{cpu['5:30'] / cpu['0']:>7.2f}{counts:>22}",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for CI")
@@ -367,6 +549,8 @@ def main() -> None:
         speedup(runs=40, instances=500)
         lower_bounds(runs=20)
         calibration_recovery(seeds=3)
+        prediction_error(PREDICTION_CASES[:1] + PREDICTION_CASES[-1:], [600.0, 300.0], 2)
+        polling_cost([1000], repeat=1)
     else:
         cost_per_instance([100, 1000, 10000], repeat=3)
         memory([10_000, 100_000, 1_000_000])
@@ -376,6 +560,8 @@ def main() -> None:
         speedup(runs=200, instances=500)
         lower_bounds(runs=200)
         calibration_recovery(seeds=10)
+        prediction_error(PREDICTION_CASES, [600.0, 300.0, 120.0], 5)
+        polling_cost([10_000, 100_000], repeat=1)
 
 
 if __name__ == "__main__":

@@ -227,7 +227,7 @@ def emulate(
         typer.Option(
             "--retry-after",
             metavar="S",
-            help="Retry-After of long-running operations, in real seconds. Default: 1.",
+            help="Retry-After of long-running operations, in seconds. Default: 1.",
             show_default=False,
             rich_help_panel=FAULTS_PANEL,
         ),

@@ -4,7 +4,6 @@ editor's scale in/out did), with the confirmation and wait of ``instances``."""
 from __future__ import annotations
 
 import sys
-import time
 from typing import Annotated, Any
 
 import typer
@@ -152,7 +151,7 @@ def _resize(
     backend.set_capacity(capacity)
     instances = backend.list_instances()
     while not no_wait and not _settled(instances, capacity):
-        time.sleep(interval.next(False))  # real time: the instances are real
+        backend.clock.sleep(interval.next(False))  # the emulator's time in a rehearsal
         instances = backend.list_instances()
     after = sorted((i.instance_id for i in instances), key=instance_sort_key)
     added = [i for i in after if i not in before]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import statistics
 import sys
 import time
 from collections import deque
@@ -41,6 +42,7 @@ from ..engine.model import (
     instance_sort_key,
 )
 from ..engine.options import EngineOptions, Scope
+from ..engine.polling import PollInterval, parse_poll_interval
 from ..engine.rollout import check_scope
 from ..engine.rollout import runs as runs_model
 from ..engine.target import target_model
@@ -203,24 +205,37 @@ def _backend(
         from ..backends.azure import AzureBackend, connect
     except ImportError:
         raise InputError(AZURE_EXTRA) from None
-    client, counter = connect(subscription, endpoint)
-    return AzureBackend(client, resource_group, name, counter)
+    client, counter, clock = connect(subscription, endpoint)
+    return AzureBackend(client, resource_group, name, counter, clock=clock)
 
 
-def _poll_interval(text: str) -> Any:
-    from ..backends.realtime import PollInterval
+def _poll_interval(text: str) -> PollInterval:
+    return PollInterval(*parse_poll_interval(text))
 
-    low, _, high = text.partition(":")
-    try:
-        lo = float(low)
-        hi = float(high) if high else max(lo, 30.0)
-    except ValueError:
-        raise InputError(
-            f"--poll-interval: expected MIN or MIN:MAX seconds, got {text!r}"
-        ) from None
-    if not 0 < lo <= hi:
-        raise InputError(f"--poll-interval: need 0 < MIN <= MAX, got {text!r}")
-    return PollInterval(lo, hi)
+
+#: timed lists of the instances after plan's read: the median of a few resists a
+#: stall of the machine (x600 in a rehearsal's emulated time)
+_TIMED_LISTS = 3
+
+
+def _timed_read(backend: AzureBackend) -> tuple[Any, list[Instance], float | None]:
+    """``backend.read()``, then the instance list a few more times, timed: the
+    median of their seconds per ARM call (None: no call), what the prediction
+    assumes each of the driver's calls costs. The first read also connects and
+    signs in, which the driver's later calls do not. Against the emulator a
+    call costs its wall time x the time scale in emulated seconds, against
+    Azure Azure's latency."""
+    scale_set, instances = backend.read()
+    per_call = []
+    for _ in range(_TIMED_LISTS):
+        # the backend's clock: the emulator's time once its first answer announced it
+        calls = backend.counter.total
+        started = backend.clock.monotonic()
+        backend.list_instances()
+        took = backend.clock.monotonic() - started
+        if backend.counter.total > calls:
+            per_call.append(took / (backend.counter.total - calls))
+    return scale_set, instances, statistics.median(per_call) if per_call else None
 
 
 def _engine_options(flags: Mapping[str, Any]) -> EngineOptions:
@@ -454,6 +469,16 @@ def plan(
         ),
     ] = False,
     journal: JournalPath = None,
+    poll_interval: Annotated[
+        str | None,
+        typer.Option(
+            "--poll-interval",
+            metavar="MIN[:MAX]",
+            help="Simulate the driver polling as `upgrade --poll-interval` will: MIN seconds "
+            "after a change, doubling to MAX. Default: the scenario's driver.poll_interval "
+            "(5:30, upgrade's default).",
+        ),
+    ] = None,
     runs: Annotated[int, typer.Option("--runs", "-r", help="Simulated runs.")] = 100,
     workers: Workers = None,
     dask: DaskAddress = None,
@@ -495,8 +520,9 @@ def plan(
     options = _engine_options(flags)
     if calibrated and scenario_path is not None:
         raise InputError("--calibrated and --scenario: give one of them")
+    poll = None if poll_interval is None else parse_poll_interval(poll_interval)
     backend = _backend(resource_group, name, subscription, arm_endpoint)
-    scale_set, instances = backend.read()
+    scale_set, instances, latency = _timed_read(backend)
     target = _target(scale_set.model, flags)
     registry.validate(spec, instances, options.scope, target)  # as upgrade and simulate check
     from ..backends.upgrade import check_fault_domains
@@ -525,6 +551,8 @@ def plan(
             dask=dask,
             progress=progress,
             origin=origin,
+            poll=poll,
+            latency=latency,
         )
     from ..backends.upgrade import UpgradeRequest, policy_action
 
@@ -593,13 +621,26 @@ def predict(
     dask: str | None = None,
     progress: Progress | None = None,
     origin: str | None = None,
+    poll: tuple[float, float] | None = None,
+    latency: float | None = None,
 ) -> dict[str, Any]:
     """Waves and a Monte Carlo prediction of ``spec`` on a live topology
     (``workers``, ``dask``, ``progress``: as :func:`~..sim.parallel.run_study`;
-    ``origin``: where a given :class:`Scenario` came from)."""
+    ``origin``: where a given :class:`Scenario` came from). ``poll``: the
+    driver's poll interval as ``upgrade --poll-interval`` gets it (default: the
+    scenario's); ``latency``: seconds per ARM call measured on the live scale
+    set, used unless the scenario sets a request latency."""
     pending = frozenset(i.instance_id for i in instances if not runs_model(i, target))
     base = scenario_path if isinstance(scenario_path, Scenario) else load_scenario(scenario_path)
     scenario = dataclasses.replace(base, instances=len(instances) or 1)
+    driver = {"poll_interval": "scenario", "request_latency": "scenario"}
+    if poll is not None:
+        scenario = dataclasses.replace(scenario, poll_interval=poll)
+        driver["poll_interval"] = "--poll-interval"
+    polled = scenario.poll_interval[1] > 0
+    if latency is not None and polled and scenario.request_latency == 0:
+        scenario = dataclasses.replace(scenario, request_latency=latency)
+        driver["request_latency"] = "measured: median of this command's timed lists"
     in_scope = [
         i
         for i in instances
@@ -612,7 +653,7 @@ def predict(
             if isinstance(scenario_path, str)
             else "built-in default scenario"
         )
-    assumed = render.assumed_timings(scenario, origin)
+    assumed = render.assumed_timings(scenario, origin, driver)
     if not in_scope:
         return {"waves": [], "simulation": None, "outage_runs": 0, "assumed": assumed}
     scope = Scope(instances=frozenset(i.instance_id for i in in_scope))
@@ -645,6 +686,8 @@ class _Stopper:
 
     def __init__(self) -> None:
         self.requested = False
+        #: the signal that stopped at once, as the journal's reason names it
+        self.second = "Ctrl-C"
 
     def __call__(self) -> bool:
         return self.requested
@@ -653,6 +696,7 @@ class _Stopper:
     def installed(self) -> Iterator[None]:
         def handler(signum: int, frame: FrameType | None) -> None:
             if self.requested:
+                self.second = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
                 raise KeyboardInterrupt
             self.requested = True
             output.stderr_console().print(
@@ -703,7 +747,7 @@ class _LiveView:
     def event(self, event: Event) -> None:
         self.clock.event(event, self.options.pause, self.options.bake)
         if self.stream:
-            render.json_line(render.event_json(event))
+            render.json_line(render.event_json(event, self.clock.time()))
         if event.kind is EventKind.INSTANCE_HEALTHY:
             self.done += 1
         elif event.kind in (EventKind.INSTANCE_FAILED, EventKind.INSTANCE_UNHEALTHY):
@@ -711,7 +755,8 @@ class _LiveView:
         if event.kind in (EventKind.INSTANCE_UPGRADED,):
             return
         ids = " ".join(event.instances[:12]) + (" ..." if len(event.instances) > 12 else "")
-        line = f"{time.strftime('%H:%M:%S')} {event.kind.value} {ids} {event.detail}".rstrip()
+        at = time.strftime("%H:%M:%S", time.localtime(self.clock.time()))
+        line = f"{at} {event.kind.value} {ids} {event.detail}".rstrip()
         if event.kind in (EventKind.WAVE_STARTED, EventKind.CHECKPOINT, EventKind.WAVE_COMPLETED):
             line += f"  ({self.clock.line(self.done, self.scope)})"
         self.log.append(line)
@@ -915,8 +960,8 @@ def _run_upgrade(
             from ..backends.lease import release_abandoned
 
             if resume.unfinished:
-                journal.finish(resume.id, "completed", "", time.time())
-            release_abandoned(backend, resume.id, time.time())
+                journal.finish(resume.id, "completed", "", backend.clock.time())
+            release_abandoned(backend, resume.id, time.time())  # the lease: wall time
             if restore_rolling and scale_set.upgrade_mode is UpgradeMode.MANUAL:
                 from ..backends.upgrade import restore_rolling as restore
 
@@ -942,7 +987,17 @@ def _run_upgrade(
         check_request(scale_set, instances, request)
     shown = not json or not yes
     # a person reads the prediction (prompt, live view's ETA): simulate a few runs
-    preview = predict(instances, target, spec, options, None, PROMPT_RUNS if shown else 1)
+    # ... with the driver polling as this upgrade's will (the scenario's request
+    # latency: timing calls, as plan does, would cost this upgrade a list call)
+    preview = predict(
+        instances,
+        target,
+        spec,
+        options,
+        None,
+        PROMPT_RUNS if shown else 1,
+        poll=(interval.minimum, interval.maximum),
+    )
     waves = preview["waves"]
     if shown:
         err.print(f"{backend.where}: {scale_set.model} -> {target}", soft_wrap=True)
@@ -967,7 +1022,7 @@ def _run_upgrade(
         backend,
         scope,
         enabled=not json,
-        clock=render.Clock(predicted),
+        clock=render.Clock(predicted, backend.clock),
         options=options,
         stream=stream,
     )
@@ -994,7 +1049,9 @@ def _run_upgrade(
     except KeyboardInterrupt:
         record = journal.active(backend.scale_set_id)
         if record is not None:
-            journal.mark_interrupted(record.id, "stopped at once (second Ctrl-C)", time.time())
+            journal.mark_interrupted(
+                record.id, f"stopped at once (second {stopper.second})", backend.clock.time()
+            )
             err.print(f"stopped; continue with: vmss-rollout resume {record.id}")
         raise
     data = summary(result, dict(backend.counter.attempts))
@@ -1252,8 +1309,11 @@ def abandon(
         if record.unique_id and backend.unique_id and record.unique_id != backend.unique_id:
             lease = "the scale set was re-created since: no lease of it to release"
         else:
-            lease = release_abandoned(backend, record.id, time.time())
-    done = book.abandon(record.id, "abandoned by the operator", time.time(), is_alive=driver_alive)
+            lease = release_abandoned(backend, record.id, time.time())  # the lease: wall time
+    # the journal's time: the emulator's in a rehearsal, as the rollout's other times
+    done = book.abandon(
+        record.id, "abandoned by the operator", backend.clock.time(), is_alive=driver_alive
+    )
     if json:
         output.print_json({"rollout": done.to_json(), "lease": lease})
         return
@@ -1367,7 +1427,9 @@ def journaled(
     ``scale``): recorded as running before the request, ended when the block
     ends: ``completed``, or what the caller sets in the yielded dict
     (``state``, ``result``, ``instances``); an exception ends it ``failed``
-    with its message, Ctrl-C or SIGTERM ``interrupted``. ``history`` shows it."""
+    with its message, Ctrl-C or SIGTERM ``interrupted``. ``history`` shows it.
+    Times are the backend's clock (the emulator's in a rehearsal), as a
+    rollout's are."""
     from ..backends.lease import holder_id
 
     record = book.start_operation(
@@ -1375,7 +1437,7 @@ def journaled(
         action=action,
         request=request,
         instances=instances,
-        now=time.time(),
+        now=backend.clock.time(),
         driver=holder_id(),
     )
     outcome: dict[str, Any] = {"id": record.id}
@@ -1388,18 +1450,20 @@ def journaled(
         yield outcome
     except KeyboardInterrupt:
         book.finish_operation(
-            record.id, "interrupted", time.time(), reason="stopped before it was done"
+            record.id, "interrupted", backend.clock.time(), reason="stopped before it was done"
         )
         raise
     except Exception as exc:
-        book.finish_operation(record.id, "failed", time.time(), reason=" ".join(str(exc).split()))
+        book.finish_operation(
+            record.id, "failed", backend.clock.time(), reason=" ".join(str(exc).split())
+        )
         raise
     finally:
         signal.signal(signal.SIGTERM, old_term)
     book.finish_operation(
         record.id,
         outcome.get("state", "completed"),
-        time.time(),
+        backend.clock.time(),
         result=outcome.get("result"),
         instances=outcome.get("instances"),
     )
@@ -1506,7 +1570,7 @@ def _act(
     getattr(backend, method)(ids)
     waiting = set(ids)
     while waiting and not no_wait:
-        time.sleep(interval.next(False))  # real time: the instances are real
+        backend.clock.sleep(interval.next(False))  # the emulator's time in a rehearsal
         current = {i.instance_id: i for i in backend.list_instances()}
         waiting = {
             i

@@ -12,7 +12,7 @@ import textwrap
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from rich.table import Table
 from rich.text import Text
@@ -20,16 +20,30 @@ from rich.text import Text
 from ..backends.journal import model_from_dict
 from ..engine.errors import InputError
 from ..engine.events import Event
+from ..engine.polling import poll_text
 from .output import fmt_duration, fmt_number
 from .plotting import WAVE_ROWS, collapse_waves
 
 # --------------------------------------------------------------------------- plan
 
 
-def assumed_timings(scenario: Any, origin: str) -> dict[str, Any]:
-    """The timings, faults and demand a prediction assumed, and where they came
-    from (``origin``: the built-in scenario, ``--scenario FILE``, a calibration)."""
+def assumed_timings(
+    scenario: Any, origin: str, driver: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The timings, faults, demand and driver a prediction assumed, and where
+    they came from (``origin``: the built-in scenario, ``--scenario FILE``, a
+    calibration; ``driver``: the origin of ``poll_interval`` and
+    ``request_latency`` when not the scenario, e.g. ``--poll-interval``)."""
+    origins = {"poll_interval": origin, "request_latency": origin}
+    origins.update({k: v for k, v in (driver or {}).items() if v != "scenario"})
     return {
+        "driver": {
+            "poll_interval": poll_text(scenario.poll_interval),
+            "poll_interval_origin": origins["poll_interval"],
+            "request_latency_s": scenario.request_latency,
+            "request_latency_origin": origins["request_latency"],
+            "page_size": scenario.page_size,
+        },
         "origin": origin,
         "upgrade": str(scenario.upgrade),
         "health_delay": str(scenario.health_delay),
@@ -78,7 +92,20 @@ def plan_summary(result: Mapping[str, Any], instances: int) -> list[str]:
             f"unhealthy after upgrade {assumed['unhealthy_after_upgrade']:g}, "
             f"demand {assumed['required']}"
         )
+    if assumed.get("driver"):
+        lines.append(driver_line(assumed["driver"]))
     return lines
+
+
+def driver_line(driver: Mapping[str, Any]) -> str:
+    """How the prediction's driver polls, as ``upgrade`` will, and what a call costs."""
+    if driver["poll_interval"] == "0":
+        return f"driver: sees every change at once ({driver['poll_interval_origin']})"
+    return (
+        f"driver: polls every {driver['poll_interval']} s ({driver['poll_interval_origin']}), "
+        f"{driver['request_latency_s']:.3g} s per ARM call ({driver['request_latency_origin']}), "
+        f"{driver['page_size']} instances per list page"
+    )
 
 
 def prompt_summary(result: Mapping[str, Any], instances: int, options: Any) -> list[str]:
@@ -87,7 +114,7 @@ def prompt_summary(result: Mapping[str, Any], instances: int, options: Any) -> l
     canary = f"canary {options.canary}" if options.canary is not None else "no canary"
     bake = f"bake {fmt_duration(options.bake)}" if options.bake else "no bake"
     pause = f", pause {fmt_duration(options.pause)} between waves" if options.pause else ""
-    return [*full[:3], f"{canary}, {bake}{pause}", full[-1]]
+    return [*full[:3], f"{canary}, {bake}{pause}", *full[5:]]
 
 
 def wave_table(title: str, waves: Sequence[Sequence[str]], *, all_waves: bool) -> Table:
@@ -288,13 +315,25 @@ def history_table(rows: Sequence[Mapping[str, Any]], scale_set: Any) -> Table:
 # --------------------------------------------------------------------------- live view
 
 
+class TimeSource(Protocol):
+    """What the live view reads the time from: the ``time`` module, or a
+    backend's clock (backends/clock.py: the ARM emulator's in a rehearsal)."""
+
+    def monotonic(self) -> float: ...
+
+    def time(self) -> float: ...
+
+
 class Clock:
     """Elapsed time, an ETA from the plan's predicted duration, and the
-    countdown of a pause or bake in progress (``now``: a monotonic clock)."""
+    countdown of a pause or bake in progress, on ``source``'s time (the
+    emulator's in a rehearsal, so that they match the plan's and the engine's
+    seconds); :meth:`time` is the wall-clock-like time of event lines."""
 
-    def __init__(self, predicted_s: float | None, now: Any = time.monotonic) -> None:
-        self.now = now
-        self.started = now()
+    def __init__(self, predicted_s: float | None, source: TimeSource = time) -> None:
+        self.source = source
+        self.now = source.monotonic
+        self.started = self.now()
         self.predicted = predicted_s
         self.wait_until: float | None = None
         self.waiting = ""
@@ -307,6 +346,10 @@ class Clock:
             self.wait_until, self.waiting = self.now() + bake, "bake"
         elif kind in ("wave_started", "halted", "rollout_finished"):
             self.wait_until, self.waiting = None, ""
+
+    def time(self) -> float:
+        """Now, in seconds since the epoch."""
+        return self.source.time()
 
     def line(self, done: int = 0, scope: int = 0) -> str:
         """``elapsed 1m02s; ETA 20m (plan: 21m); ~3m at the pace so far; bake: 12s left``."""
@@ -328,12 +371,13 @@ class Clock:
         return "; ".join(parts)
 
 
-def event_json(event: Event) -> dict[str, Any]:
-    """One event as a JSON object (a line of ``upgrade -o json``)."""
+def event_json(event: Event, at: float | None = None) -> dict[str, Any]:
+    """One event as a JSON object (a line of ``upgrade -o json``); ``at``: when it
+    happened, seconds since the epoch (default: now)."""
     return {
         "type": "event",
         "time": event.time,
-        "at": iso(time.time()),
+        "at": iso(time.time() if at is None else at),
         "kind": event.kind.value,
         "phase": event.phase,
         "wave": event.wave,

@@ -121,7 +121,8 @@ class Faults:
 
     #: probability that an ARM request answers 429 TooManyRequests
     throttle_rate: float = 0.0
-    #: the Retry-After of a 429, in (real) seconds; fractions are sent as retry-after-ms
+    #: the Retry-After of a 429, in seconds (simulated seconds to a client on the
+    #: emulator's clock, backends/clock.py); fractions are sent as retry-after-ms
     throttle_retry_after: float = 1.0
     #: probability that an ARM request answers 500 or 503
     error_rate: float = 0.0
@@ -129,7 +130,7 @@ class Faults:
     latency: float = 0.0
     #: probability that a long-running operation ends Failed (its effect still happens)
     lro_failure_rate: float = 0.0
-    #: the Retry-After of long-running operations, in (real) seconds
+    #: the Retry-After of long-running operations, in seconds (as throttle_retry_after)
     lro_retry_after: float = 1.0
     #: after the N-th accepted manualupgrade (counted from when this is set), change
     #: the model's tags (and etag) as another client would

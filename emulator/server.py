@@ -199,6 +199,38 @@ class DroppingApp:
             cycle.disconnected = True
 
 
+class AnnouncedClock:
+    """ASGI wrapper: every HTTP response (ARM answers, errors, tokens, metadata,
+    the control endpoints) carries the emulator's clock
+    (:meth:`~vmss_rollout.emulator.state.EmulatorState.clock_headers`), read as
+    the response starts. Every handler advances the simulation first, so the
+    time is the one the response's JSON timestamps are on. vmss-rollout's own
+    plumbing (backends/clock.py waits in simulated time on it): Azure never
+    sends these headers."""
+
+    def __init__(
+        self, app: Callable[[Scope, Receive, Send], Awaitable[None]], arm: ArmEmulator
+    ) -> None:
+        self.app = app
+        self.arm = arm
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def announcing(message: Message) -> None:
+            if message.get("type") == "http.response.start":
+                extra = [
+                    (k.encode("latin-1"), v.encode("latin-1"))
+                    for k, v in self.arm.clock_headers().items()
+                ]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, announcing)
+
+
 def create_app(arm: ArmEmulator) -> DroppingApp:
     """The ASGI app: the token endpoint, the ARM API and the loopback-only
     ``/_emulator`` control endpoints (request counts, faults)."""
@@ -295,7 +327,7 @@ def create_app(arm: ArmEmulator) -> DroppingApp:
         Route(f"{ADMIN_PREFIX}/restore-scale-set", admin(restore_scale_set), methods=["POST"]),
         Route("/{path:path}", resource_manager, methods=_METHODS),
     ]
-    return DroppingApp(Starlette(routes=routes))
+    return DroppingApp(AnnouncedClock(Starlette(routes=routes), arm))
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,12 @@ from .base import (
     _get,
 )
 
+#: the emulator's simulated now, seconds since the epoch (vmss-rollout's own
+#: header, never sent by Azure); backends/clock.py reads it
+TIME_HEADER = "x-vmss-rollout-emulator-time"
+#: simulated seconds per wall second (``--time-scale``)
+TIME_SCALE_HEADER = "x-vmss-rollout-emulator-time-scale"
+
 if TYPE_CHECKING:
     from .operations import Faults, Operation
     from .rolling import RollingRun
@@ -109,6 +115,20 @@ class EmulatorState:
     def _settle(self) -> None:
         while self.env.peek() <= self.env.now:
             self.env.step()
+
+    def emulated_now(self) -> float:
+        """Simulated now as seconds since the epoch: the epoch plus simulated time,
+        the clock of every timestamp the emulator serves (:meth:`iso`)."""
+        return self.epoch.timestamp() + self.env.now
+
+    def clock_headers(self) -> dict[str, str]:
+        """The emulator's clock, announced on every response (:data:`TIME_HEADER`,
+        :data:`TIME_SCALE_HEADER`) so that a client can wait in simulated time.
+        Our own plumbing, not Azure's: ARM never sends these headers."""
+        return {
+            TIME_HEADER: f"{self.emulated_now():.6f}",
+            TIME_SCALE_HEADER: repr(self.time_scale),
+        }
 
     def iso(self, sim_time: float) -> str:
         return (self.epoch + timedelta(seconds=sim_time)).isoformat()

@@ -1,6 +1,16 @@
 """Run rollouts on the simulated scale set: one run, many runs, and the
 aggregate numbers the CLI prints.
 
+Two drivers run the engine on the simulated scale set. The polled one
+(:class:`_PolledDriver`, the default: ``[driver] poll_interval = "5:30"``)
+is ``backends/realtime.py``'s loop in simulated time: poll, observe, step,
+execute, sleep MIN after a change or an action doubling to MAX, shortened to
+the engine's next deadline; completion and health are seen only at polls, and
+each ARM call costs ``request_latency``. So a simulated duration is what
+``upgrade`` takes. The idealised one (:class:`_Driver`, ``poll_interval =
+"0"``) wakes on every change at once and makes no calls: the fastest to run,
+and the lower bound of any driver's duration.
+
 ``run_once`` is a pure function of (scenario, strategy spec, seed): the same
 arguments give the same result bit for bit, in any process, so Monte Carlo
 runs can be farmed out to process pools or clusters unchanged.
@@ -18,8 +28,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..engine.backend import execute
-from ..engine.events import Event, EventKind
-from ..engine.model import Instance, UpgradeMode
+from ..engine.events import Action, Event, EventKind, StartUpgrade
+from ..engine.model import Instance, ProvisioningState, UpgradeMode
+from ..engine.polling import PollInterval
 from ..engine.rollout import Rollout
 from ..engine.topology import check_domains
 from ..strategies.base import Strategy
@@ -173,6 +184,94 @@ class _Driver:
         return False
 
 
+#: an instance still being upgraded or created: its operation still runs
+_PROVISIONING = (ProvisioningState.UPDATING, ProvisioningState.CREATING)
+
+
+class _PolledDriver:
+    """``backends/realtime.py``'s ``run`` in simulated time (keep them in step).
+
+    A poll is the calls ``AzureBackend.poll`` makes: one GET per upgrade
+    operation it follows (an upgrade action's instances: the operation runs
+    until none of them is still updating, as the emulator's does; the GET that
+    finds it ended is the last), then ceil(instances / page_size) list pages.
+    The instances' state is read when the calls are done, and the engine sees
+    it at that time. Each action is one call, in order. Every call moves the
+    clock by ``latency`` (``realtime.run`` sleeps after its calls), then the
+    driver sleeps MIN after a change or an action, doubling to MAX while
+    nothing changes, shortened to the engine's next deadline."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        rollout: Rollout,
+        backend: SimScaleSet,
+        poll: tuple[float, float],
+        latency: float = 0.0,
+        page_size: int = 50,
+    ) -> None:
+        self.env = env
+        self.rollout = rollout
+        self.backend = backend
+        self.interval = PollInterval(*poll)
+        self.latency = latency
+        self.page_size = page_size
+        #: the instance ids of each upgrade operation followed (with latency only)
+        self.operations: list[tuple[str, ...]] = []
+
+    def poll_calls(self) -> int:
+        """The calls of one poll now; forgets the operations found ended."""
+        instances = self.backend.instances
+        followed = len(self.operations)
+        self.operations = [
+            op
+            for op in self.operations
+            if any(
+                (inst := instances.get(iid)) is not None and inst.provisioning in _PROVISIONING
+                for iid in op
+            )
+        ]
+        return followed + max(1, -(-len(instances) // self.page_size))
+
+    def _send(self, actions: Sequence[Action], etag: str | None) -> str | None:
+        """Send ``actions`` now; with latency, one action whose call returns (and
+        the engine hears of it) ``latency`` seconds later, as on Azure."""
+        env, latency = self.env, self.latency
+        etag = execute(self.rollout, self.backend, actions, lambda: env.now + latency, etag)
+        if self.latency:
+            self.operations += [a.instance_ids for a in actions if isinstance(a, StartUpgrade)]
+        return etag
+
+    def run(self) -> Generator[Any, Any, None]:
+        env, rollout, backend, latency = self.env, self.rollout, self.backend, self.latency
+        etag = backend.read()[0].etag
+        while True:
+            if latency:
+                yield env.timeout(self.poll_calls() * latency)
+            obs = backend.poll()
+            now = env.now
+            rollout.observe(now, obs.changed, obs.deleted)
+            step = rollout.step(now)
+            actions = step.actions
+            if latency:
+                for action in actions:  # one call each, in order
+                    etag = self._send((action,), etag)
+                    yield env.timeout(latency)
+            elif actions:
+                etag = self._send(actions, etag)
+            if rollout.finished:
+                return
+            changed = bool(obs.changed or obs.deleted or actions)
+            wait = self.interval.next(changed)
+            if step.wake_at is not None:
+                wait = min(wait, max(0.0, step.wake_at - env.now))
+            elif not changed and env.peek() == math.inf:
+                # nothing can change any more and the engine set no deadline: the
+                # real driver would poll forever (the idealised one's run ends)
+                raise RuntimeError("the simulated rollout waits for a change that cannot come")
+            yield env.timeout(wait)
+
+
 def drive(
     env: simpy.Environment, rollout: Rollout, backend: SimScaleSet
 ) -> Generator[Any, Any, None]:
@@ -183,10 +282,27 @@ def drive(
         yield backend.changed
 
 
-def simulate_rollout(env: simpy.Environment, rollout: Rollout, scale_set: SimScaleSet) -> None:
+def simulate_rollout(
+    env: simpy.Environment,
+    rollout: Rollout,
+    scale_set: SimScaleSet,
+    *,
+    poll: tuple[float, float] = (0.0, 0.0),
+    latency: float = 0.0,
+    page_size: int = 50,
+) -> None:
     """Run ``rollout`` on ``scale_set`` until it finishes (simulated time stops
-    there). The driver is a callback on the ``changed`` event rather than a
-    process: the same wake-ups, without resuming a generator for each."""
+    there), driven by :class:`_PolledDriver` with ``poll`` (MIN, MAX) seconds,
+    ``latency`` seconds per call and ``page_size`` instances per list page, or,
+    with ``poll`` (0, 0), by the idealised driver: a callback on the
+    ``changed`` event rather than a process, the same wake-ups without
+    resuming a generator for each."""
+    if poll[1] > 0:
+        polled = _PolledDriver(env, rollout, scale_set, poll, latency, page_size)
+        process = env.process(polled.run())
+        with _gc_paused():
+            env.run(until=process)
+        return
     driver = _Driver(env, rollout, scale_set)
     done = env.event()
 
@@ -242,7 +358,14 @@ def simulate(
             scenario.engine,
             keep_events=record,
         )
-        simulate_rollout(env, rollout, scale_set)
+        simulate_rollout(
+            env,
+            rollout,
+            scale_set,
+            poll=scenario.poll_interval,
+            latency=scenario.request_latency,
+            page_size=scenario.page_size,
+        )
     return env, scale_set, rollout
 
 

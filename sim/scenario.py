@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.errors import InputError
-from ..engine.options import Amount, EngineOptions
+from ..engine.options import Amount, EngineOptions, parse_duration
+from ..engine.polling import DEFAULT_POLL, parse_poll_interval, poll_text
 from .distributions import Distribution, Fixed, LogNormal, duration_text, parse_distribution
 
 __all__ = ["Scenario", "default_scenario", "load_scenario", "load_scenario_text"]
@@ -48,6 +49,7 @@ _LAYOUT: dict[str | None, tuple[str, ...]] = {
     "timing": ("upgrade", "health_delay"),
     "faults": ("upgrade_failure", "unhealthy_after_upgrade", "bad_image"),
     "demand": ("required",),
+    "driver": ("poll_interval", "request_latency", "page_size"),
 }
 _KEYS: dict[str, str] = {
     name: f"{table}.{name}" if table else name for table, names in _LAYOUT.items() for name in names
@@ -157,6 +159,24 @@ def _required(value: object, key: str) -> Amount:
         raise InputError(f"{key}: expected a count or a percentage, got {value!r}") from None
 
 
+def _poll(value: object, key: str) -> tuple[float, float]:
+    if isinstance(value, tuple) and len(value) == 2:
+        value = poll_text(value)  # re-validate a pair built in code
+    return parse_poll_interval(value, key, allow_zero=True)
+
+
+#: a call slower than an hour is a failure, not a latency (a rehearsal at a high
+#: time scale makes a wall-clock tenth of a second a minute)
+_MAX_LATENCY_S = 3600.0
+
+
+def _latency(value: object, key: str) -> float:
+    seconds = parse_duration(value, key)
+    if seconds > _MAX_LATENCY_S:
+        raise InputError(f"{key}: at most {_MAX_LATENCY_S:g}s per call, got {value!r}")
+    return seconds
+
+
 def _engine(value: object, key: str) -> EngineOptions:
     if isinstance(value, EngineOptions):
         return value
@@ -193,6 +213,9 @@ _PARSERS: dict[str, Callable[[object, str], object]] = {
     "unhealthy_after_upgrade": _probability,
     "bad_image": _boolean,
     "required": _required,
+    "poll_interval": _poll,
+    "request_latency": _latency,
+    "page_size": _whole(1, 1000),
     "strategy": _strategy,
     "engine": _engine,
 }
@@ -209,7 +232,7 @@ def _from_cli(name: str, value: object) -> object:
     text = value.strip()
     parser = _PARSERS[name]
     try:
-        if name in ("seed", "runs", "instances", "update_domains", "fault_domains"):
+        if name in ("seed", "runs", "instances", "update_domains", "fault_domains", "page_size"):
             return int(text)
         if parser is _probability:
             return float(text)
@@ -259,6 +282,15 @@ class Scenario:
     bad_image: bool = False
     # [demand]
     required: Amount = _DEFAULT_REQUIRED  # 80%
+    # [driver]: how ``upgrade``'s driver (backends/realtime.py) sees the scale set
+    #: (MIN, MAX) seconds between polls, as ``--poll-interval``; (0, 0): the
+    #: idealised driver that sees every change at once, without calls
+    poll_interval: tuple[float, float] = DEFAULT_POLL
+    #: seconds one ARM call takes; a poll is ceil(instances / page_size) list
+    #: calls plus one per upgrade operation still followed, each action one call
+    request_latency: float = 0.0
+    #: instances per page of the VM list (the emulator's DEFAULT_PAGE_SIZE)
+    page_size: int = 50
     # optional
     strategy: str | None = None
     engine: EngineOptions = field(default_factory=EngineOptions)
@@ -289,6 +321,11 @@ class Scenario:
                     f"Flexible scale set has {'1' if self.zones else '1, 2 or 3'} fault domains on "
                     f"Azure, got {self.fault_domains}"
                 )
+        if self.poll_interval == (0.0, 0.0) and self.request_latency > 0:
+            raise InputError(
+                f'{_KEYS["request_latency"]}: the idealised driver (driver.poll_interval = "0") '
+                f"makes no calls; set a poll interval such as 5:30 to model their latency"
+            )
         if not self.required.percent and self.required.value > self.instances:
             raise InputError(
                 f"demand.required: {_amount_text(self.required)} instances required but "
@@ -325,6 +362,8 @@ class Scenario:
         values: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
         if not self.fault_domains_given:
             values["fault_domains"] = None  # left out: it follows the zones
+        values["poll_interval"] = poll_text(self.poll_interval)
+        values["request_latency"] = duration_text(self.request_latency)
         values["upgrade"] = str(self.upgrade)
         values["health_delay"] = str(self.health_delay)
         values["required"] = (

@@ -130,8 +130,10 @@ def test_plan_summary_names_the_halt_reasons() -> None:
 
 
 def test_live_view_clock_counts_down_pause_and_bake_on_a_fake_clock() -> None:
+    from vmss_rollout.backends.clock import Clock as TimeSource
+
     now = [100.0]
-    clock = Clock(600.0, now=lambda: now[0])
+    clock = Clock(600.0, TimeSource(wall_monotonic=lambda: now[0]))
     now[0] = 160.0
     assert clock.line() == "elapsed 1m00s; ETA 9m00s (plan: 10m00s)"
     clock.event(Event(0.0, EventKind.WAVE_COMPLETED, "rolling", wave=1), pause=30.0, bake=0.0)

@@ -388,8 +388,8 @@ def test_a_concurrent_model_change_stops_the_model_update(emu: Emulated) -> None
     saved = dict(os.environ)
     os.environ.update(emu.info["env"])
     try:
-        client, counter = connect(emu.info["subscription"], emu.info["endpoint"])
-        backend = AzureBackend(client, RG, emu.name, counter)
+        client, counter, clock = connect(emu.info["subscription"], emu.info["endpoint"])
+        backend = AzureBackend(client, RG, emu.name, counter, clock=clock)
         scale_set, _ = backend.read()
         from azure.mgmt.compute.models import VirtualMachineScaleSetUpdate
 

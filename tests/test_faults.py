@@ -30,9 +30,12 @@ from vmss_rollout.emulator.launch import emulator_process
 N = 30
 
 
-def _start(tmp: Path, instances: int, *args: str) -> Iterator[Emulated]:
+def _start(
+    tmp: Path, instances: int, *args: str, upgrade: str = "fixed(60s)"
+) -> Iterator[Emulated]:
     scenario = tmp / "scenario.toml"
-    scenario.write_text(SCENARIO.format(instances=instances))
+    text = SCENARIO.format(instances=instances)
+    scenario.write_text(text.replace('upgrade = "fixed(60s)"', f'upgrade = "{upgrade}"'))
     with emulator_process(
         scenario, tmp, "--time-scale", "600", "--retry-after", "0.05", *args
     ) as info:
@@ -238,7 +241,7 @@ def test_a_bad_image_halts_after_the_first_wave(small: Emulated, on_failure: str
     before = emu.state()["model"]
     emu.faults(bad_image=True)
     result, data = emu.upgrade(
-        "--strategy", "batch:size=2", "--on-failure", on_failure, "--health-timeout", "5s"
+        "--strategy", "batch:size=2", "--on-failure", on_failure, "--health-timeout", "2m"
     )
     assert result.returncode == 1, result.stderr
     assert data["halted"] and data["reason"].startswith("max-unhealthy-upgraded: 2 of 2")
@@ -291,8 +294,16 @@ def test_the_scale_set_deleted_mid_rollout_stops_with_exit_3(topo: Emulated) -> 
     assert_agree(emu, rollout, N)
 
 
-def test_instances_deleted_mid_rollout_are_gone_not_failed(topo: Emulated) -> None:
-    emu = topo
+@pytest.fixture
+def slow_topo(tmp_path: Path) -> Iterator[Emulated]:
+    """Upgrades of 20 simulated minutes (2 s of wall time at x600): a change made
+    through the SDK (a new client, a token, a request) lands while a wave is in
+    flight, whose every wait the CLI makes on the emulator's clock."""
+    yield from _start(tmp_path, N, upgrade="fixed(20m)")
+
+
+def test_instances_deleted_mid_rollout_are_gone_not_failed(slow_topo: Emulated) -> None:
+    emu = slow_topo
     deleted = [False]
 
     def delete(line: str, proc: subprocess.Popen[str]) -> None:
@@ -505,7 +516,7 @@ def test_a_rollout_killed_while_rolling_back_resumes_the_rollback(small: Emulate
         "--on-failure",
         "rollback",
         "--health-timeout",
-        "5s",
+        "2m",
         on_line=kill_in_rollback,
     )
     assert code == -signal.SIGKILL, output

@@ -7,8 +7,9 @@ import random
 
 import simpy
 
-from vmss_rollout.backends.realtime import PollInterval, run
+from vmss_rollout.backends.realtime import run
 from vmss_rollout.engine.events import EventKind
+from vmss_rollout.engine.polling import PollInterval
 from vmss_rollout.engine.rollout import Rollout
 from vmss_rollout.sim import CURRENT_MODEL, TARGET_MODEL, Scenario, run_once
 from vmss_rollout.sim.distributions import Fixed

@@ -14,8 +14,17 @@ from vmss_rollout.sim import Scenario, derive_seed, placement, run_many, run_onc
 
 
 def fixed(n: int = 4, **kw: object) -> Scenario:
-    """n instances, 60 s upgrades, 30 s health delay, demand 100%."""
-    base = Scenario(instances=n, upgrade="fixed(60s)", health_delay="30s", required="100%")  # type: ignore[arg-type]
+    """n instances, 60 s upgrades, 30 s health delay, demand 100%, and the
+    idealised driver (``poll_interval = "0"``, every change seen at once): these
+    tests check the engine's waves, pauses and timeouts to the second; the
+    polled driver's own exact numbers are tests/test_driver_model.py's."""
+    base = Scenario(
+        instances=n,
+        upgrade="fixed(60s)",  # type: ignore[arg-type]
+        health_delay="30s",  # type: ignore[arg-type]
+        required="100%",  # type: ignore[arg-type]
+        poll_interval="0",  # type: ignore[arg-type]
+    )
     return dataclasses.replace(base, **kw) if kw else base
 
 

@@ -45,11 +45,18 @@ def test_few_events_per_instance() -> None:
     """An upgrade is two timeouts; the driver wakes once per change the engine
     acts on (upgraded, healthy), not for stale health deadlines, and the
     instances' start events are shared per instant. Before issue 13 a
-    one-at-a-time rollout scheduled 8 SimPy events per instance."""
-    scenario = Scenario(instances=200, runs=1)
+    one-at-a-time rollout scheduled 8 SimPy events per instance. This is the
+    idealised driver's economy (``poll_interval = "0"``, every change seen at
+    once); the polled driver adds one timeout per poll, no more."""
+    scenario = Scenario(instances=200, runs=1, poll_interval="0")  # type: ignore[arg-type]
     env, _, rollout = simulate(scenario, "one-at-a-time", 1)
     assert rollout.outcome().upgraded == 200
     assert next(env._eid) <= 6 * 200
+    polled = dataclasses.replace(scenario, poll_interval=(5.0, 30.0))
+    env, _, rollout = simulate(polled, "one-at-a-time", 1)
+    assert rollout.outcome().upgraded == 200
+    # at most a poll every MIN = 5 s over the whole rollout, on top of the above
+    assert next(env._eid) <= 6 * 200 + env.now / 5
 
 
 def test_simulated_time_stops_when_the_rollout_finishes() -> None:
@@ -67,18 +74,20 @@ def test_simulated_time_stops_when_the_rollout_finishes() -> None:
     env, scale_set, rollout = simulate(scenario, "batch:size=5", 1)
     outcome = rollout.outcome()
     assert outcome.unhealthy == 10 and not outcome.halted
-    # two waves of 5, each declared unhealthy 10 + 60 s after it started
-    assert outcome.finished_at == 140.0 == env.now
+    # the model update at 0 is seen at the 5 s poll, which starts the first wave;
+    # two waves of 5, each declared unhealthy 10 + 60 s after it started (the
+    # driver's sleep ends at the engine's deadline)
+    assert outcome.finished_at == 5 + 140.0 == env.now
     assert all(i.health is Health.UNKNOWN for i in scale_set.instances.values())
     # what the simulation no longer runs: the verdicts still pending, past the end
     env.run()
-    assert env.now == 10 + 70 + 500
+    assert env.now == 5 + 10 + 70 + 500
     assert all(i.provisioning is ProvisioningState.SUCCEEDED for i in scale_set.instances.values())
 
     result = run_once(scenario, "batch:size=5", 1)
-    assert result.duration_s == 140.0
-    # 5 down for 70 s, then all 10 for 70 s; nothing serving from 70 to 140;
-    # below the 8 required the whole time
+    assert result.duration_s == 145.0
+    # from 5 s: 5 down for 70 s, then all 10 for 70 s; nothing serving from 75 to
+    # 145; below the 8 required from 5 s on
     assert result.capacity_loss_instance_s == 5 * 70 + 10 * 70
     assert result.outage_s == 70.0
     assert result.degraded_s == 140.0
