@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("azure.mgmt.compute")
 pytest.importorskip("uvicorn")
 
-from emulated import FAST, RG, Emulated
+from emulated import FAST, RG, Emulated, last_json
 
 from vmss_rollout.backends.journal import Journal
 from vmss_rollout.emulator.launch import emulator_process
@@ -89,7 +89,7 @@ def test_plan_p50_is_within_15_percent_of_the_rehearsal(emu: Emulated) -> None:
         "--json",
     )
     assert result.returncode == 0, result.stderr
-    rollout = json.loads(result.stdout)["rollout"]["id"]
+    rollout = last_json(result.stdout)["rollout"]["id"]
     with Journal(emu.journal) as journal:
         times = {e["kind"]: e["time"] for e in journal.events(rollout)}
     took = times["rollout_finished"] - times["rollout_started"]
