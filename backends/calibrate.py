@@ -47,7 +47,7 @@ from typing import Any
 from ..engine.errors import InputError
 from ..engine.model import Instance
 from ..engine.options import EngineOptions
-from ..engine.polling import DEFAULT_POLL  # the driver's default, ``--poll-interval 5:30``
+from ..engine.polling import DEFAULT_POLL, parse_poll_interval  # the driver's default: 5:30
 from ..sim.distributions import Distribution, Exponential, Fixed, LogNormal, Uniform
 from ..sim.scenario import Scenario, default_scenario, load_scenario_text
 from .journal import Journal, RolloutRecord
@@ -402,12 +402,10 @@ def _poll_of(
     raw = options.get("poll_interval")
     try:
         if isinstance(raw, str) and raw.strip():
-            low, _, high = raw.partition(":")
-            lo = float(low)
-            return (lo, float(high) if high else max(lo, 30.0)), "journaled"
+            return parse_poll_interval(raw, "journaled poll_interval"), "journaled"
         if isinstance(raw, list | tuple) and len(raw) == 2:
             return (float(raw[0]), float(raw[1])), "journaled"
-    except ValueError:
+    except (InputError, ValueError):
         pass
     if fallback is not None:
         return fallback, "given with --poll-interval (not journaled)"

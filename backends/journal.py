@@ -234,6 +234,10 @@ class JournalError(InputError):
     the scale set was changed."""
 
 
+#: options journaled with a rollout that are the driver's, not the engine's
+DRIVER_OPTIONS = ("poll_interval",)
+
+
 @dataclass(frozen=True)
 class RolloutRecord:
     """One rollout as the journal knows it."""
@@ -268,6 +272,12 @@ class RolloutRecord:
     def unfinished(self) -> bool:
         """Running or interrupted: it blocks a new rollout of its scale set."""
         return self.state in UNFINISHED
+
+    @property
+    def engine_options(self) -> dict[str, Any]:
+        """:attr:`options` without the driver's (``poll_interval``, which the
+        journal keeps for ``calibrate``): what ``EngineOptions.from_mapping`` reads."""
+        return {k: v for k, v in self.options.items() if k not in DRIVER_OPTIONS}
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON-able dict (``history --json``): one key per field."""

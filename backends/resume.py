@@ -66,7 +66,7 @@ class ResumePoint:
 def resume_point(journal: Journal, record: RolloutRecord) -> ResumePoint | None:
     """The state to resume ``record`` from, or None if its first attempt never
     started rolling (then nothing is to be skipped)."""
-    options = EngineOptions.from_mapping(record.options, "journal options")
+    options = EngineOptions.from_mapping(record.engine_options, "journal options")
     return point_from_events(journal.events(record.id), options)
 
 

@@ -18,7 +18,7 @@ from ..engine.errors import BackendError, InputError
 from ..engine.events import Event, EventKind, StartUpgrade
 from ..engine.model import Instance, ModelVersion, ScaleSetModel, UpgradeMode
 from ..engine.options import EngineOptions, Scope
-from ..engine.polling import PollInterval
+from ..engine.polling import DEFAULT_POLL, PollInterval, poll_text
 from ..engine.rollout import (
     Outcome,
     Rollout,
@@ -178,7 +178,13 @@ def execute(
             previous_model=model_to_dict(scale_set.model),
             target_model=model_to_dict(request.target),
             strategy=request.strategy,
-            options=request.options.to_mapping(),
+            # the poll interval too: calibrate reconstructs the polls from it
+            options={
+                **request.options.to_mapping(),
+                "poll_interval": poll_text(
+                    (interval.minimum, interval.maximum) if interval else DEFAULT_POLL
+                ),
+            },
             now=wall(),
             unique_id=backend.unique_id,
             driver=holder,

@@ -442,6 +442,44 @@ def _status_text(
 # --------------------------------------------------------------------------- plan
 
 
+ScenarioFile = Annotated[
+    str | None,
+    typer.Option(
+        "--scenario",
+        metavar="FILE.toml",
+        help="Timings, faults and demand to predict with (the topology is the live one): "
+        "plan's prediction, upgrade's prompt and ETA. Default: the built-in scenario's.",
+    ),
+]
+Calibrated = Annotated[
+    bool,
+    typer.Option(
+        "--calibrated",
+        help="Simulate with a scenario fitted from this scale set's journaled rollouts "
+        "(as `vmss-rollout calibrate` prints it) instead of --scenario.",
+    ),
+]
+
+
+def _timings(
+    backend: AzureBackend, scenario_path: str | None, calibrated: bool, journal: str | None
+) -> tuple[Scenario | str | None, str | None]:
+    """The scenario a prediction simulates with (``plan``, ``upgrade``'s prompt
+    and ETA) and where it came from: --scenario, --calibrated, or the built-in."""
+    if calibrated and scenario_path is not None:
+        raise InputError("--calibrated and --scenario: give one of them")
+    if not calibrated:
+        return scenario_path, None
+    from .calibrate import calibration
+
+    _, scenario, fitted = calibration(backend, journal)
+    return scenario, (
+        f"calibrated from {fitted} journaled rollout(s) of this scale set"
+        if fitted
+        else "calibrate found no journaled rollouts: Azure's coarse figures or defaults"
+    )
+
+
 def plan(
     resource_group: ResourceGroup,
     name: Name,
@@ -451,23 +489,8 @@ def plan(
     image_id: ImageId = None,
     image_uri: ImageUri = None,
     vm_size: VmSize = None,
-    scenario_path: Annotated[
-        str | None,
-        typer.Option(
-            "--scenario",
-            metavar="FILE.toml",
-            help="Timings, faults and demand to simulate with (the topology is the "
-            "live one). Default: the built-in scenario's.",
-        ),
-    ] = None,
-    calibrated: Annotated[
-        bool,
-        typer.Option(
-            "--calibrated",
-            help="Simulate with a scenario fitted from this scale set's journaled rollouts "
-            "(as `vmss-rollout calibrate` prints it) instead of --scenario.",
-        ),
-    ] = False,
+    scenario_path: ScenarioFile = None,
+    calibrated: Calibrated = False,
     journal: JournalPath = None,
     poll_interval: Annotated[
         str | None,
@@ -518,7 +541,7 @@ def plan(
     spec = strategy.strip()
     chosen = registry.make(spec)
     options = _engine_options(flags)
-    if calibrated and scenario_path is not None:
+    if calibrated and scenario_path is not None:  # before any ARM call
         raise InputError("--calibrated and --scenario: give one of them")
     poll = None if poll_interval is None else parse_poll_interval(poll_interval)
     backend = _backend(resource_group, name, subscription, arm_endpoint)
@@ -528,17 +551,7 @@ def plan(
     from ..backends.upgrade import check_fault_domains
 
     check_fault_domains(scale_set, chosen.name, options.scope)
-    scenario: Scenario | str | None = scenario_path
-    origin = None
-    if calibrated:
-        from .calibrate import calibration
-
-        _, scenario, fitted = calibration(backend, journal)
-        origin = (
-            f"calibrated from {fitted} journaled rollout(s) of this scale set"
-            if fitted
-            else "calibrate found no journaled rollouts: Azure's coarse figures or defaults"
-        )
+    scenario, origin = _timings(backend, scenario_path, calibrated, journal)
     with study_progress(f"simulating {spec}") as progress:
         result = predict(
             instances,
@@ -845,6 +858,8 @@ def upgrade(
         ),
     ] = False,
     poll_interval: PollEvery = "5:30",
+    scenario_path: ScenarioFile = None,
+    calibrated: Calibrated = False,
     journal: JournalPath = None,
     subscription: Subscription = None,
     arm_endpoint: ArmEndpoint = None,
@@ -873,9 +888,14 @@ def upgrade(
     registry.make(spec)
     options = _engine_options(flags)
     interval = _poll_interval(poll_interval)
+    if calibrated and scenario_path is not None:  # before any ARM call
+        raise InputError("--calibrated and --scenario: give one of them")
+    if scenario_path is not None:
+        load_scenario(scenario_path)  # a bad file is refused before any ARM call
     backend = _backend(resource_group, name, subscription, arm_endpoint)
     scale_set, instances = backend.read()
     target = _target(scale_set.model, flags)
+    timings = _timings(backend, scenario_path, calibrated, journal)
     _run_upgrade(
         backend,
         scale_set,
@@ -893,6 +913,7 @@ def upgrade(
         take_over=take_over,
         out=out,
         query=query,
+        timings=timings,
     )
 
 
@@ -919,6 +940,7 @@ def _run_upgrade(
     restore_rolling: bool = False,
     out: str | None = None,
     query: str | None = None,
+    timings: tuple[Scenario | str | None, str | None] = (None, None),
 ) -> None:
     # -o json or its alias --json (no --query): events as JSON lines, then the
     # summary on one line
@@ -994,8 +1016,9 @@ def _run_upgrade(
         target,
         spec,
         options,
-        None,
+        timings[0],
         PROMPT_RUNS if shown else 1,
+        origin=timings[1],
         poll=(interval.minimum, interval.maximum),
     )
     waves = preview["waves"]
@@ -1174,7 +1197,7 @@ def resume(
             f"not resuming (that would move it back to an older target); end the record with "
             f"`vmss-rollout abandon {record.id}`"
         )
-    options = EngineOptions.from_mapping(record.options, "journal options")
+    options = EngineOptions.from_mapping(record.engine_options, "journal options")
     rollback = _rollback_reason(book, record)
     if rollback is not None:
         # it was rolling back: finish that, never re-apply the model that failed

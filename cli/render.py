@@ -114,7 +114,7 @@ def prompt_summary(result: Mapping[str, Any], instances: int, options: Any) -> l
     canary = f"canary {options.canary}" if options.canary is not None else "no canary"
     bake = f"bake {fmt_duration(options.bake)}" if options.bake else "no bake"
     pause = f", pause {fmt_duration(options.pause)} between waves" if options.pause else ""
-    return [*full[:3], f"{canary}, {bake}{pause}", *full[5:]]
+    return [*full[:3], f"{canary}, {bake}{pause}", *full[3:]]
 
 
 def wave_table(title: str, waves: Sequence[Sequence[str]], *, all_waves: bool) -> Table:

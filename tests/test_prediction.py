@@ -8,6 +8,7 @@ plan measured, so the plan's p50 is within 15% of the rehearsal's duration
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -143,3 +144,45 @@ def test_upgrades_prompt_plans_with_its_own_poll_interval(emu: Emulated) -> None
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert f"driver: polls every {FAST[1]} s (--poll-interval)" in result.stderr
+
+
+def test_upgrade_journals_its_poll_interval_for_calibrate(emu: Emulated) -> None:
+    """calibrate reconstructs the polls from the interval the rollout used: the
+    journal keeps it, and resume still reads the engine's options from the record."""
+    result = emu.cli(
+        "upgrade", "-g", RG, "-n", emu.name, "-s", "batch", "--image-version",
+        emu.next_target(), "--yes", "--json", "--poll-interval", "3:12",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rollout = last_json(result.stdout)["rollout"]["id"]
+    with Journal(emu.journal) as journal:
+        [record] = [r for r in journal.history() if r.id == rollout]
+    assert record.options["poll_interval"] == "3:12"
+    assert "poll_interval" not in record.engine_options
+    calibrated = emu.cli("calibrate", "-g", RG, "-n", emu.name, "--arm-endpoint",
+                         emu.info["endpoint"])  # fmt: skip
+    assert calibrated.returncode == 0, calibrated.stderr
+    assert f"#   {rollout}: poll interval 3:12 (journaled)" in calibrated.stdout
+
+
+def test_upgrades_prompt_predicts_with_the_scenario_or_calibration_given(emu: Emulated) -> None:
+    """The prompt and the live view's ETA use the timings ``plan`` was given:
+    --scenario FILE or --calibrated, with their origin on the assumed line."""
+    slow = emu.tmp / "slow.toml"
+    slow.write_text(emu.scenario.read_text().replace('"fixed(4m)"', '"fixed(40m)"'))
+    base = ["upgrade", "-g", RG, "-n", emu.name, "-s", "batch", "--yes", *FAST]
+    result = emu.cli(*base, "--image-version", emu.next_target(), "--scenario", str(slow))
+    assert result.returncode == 0, result.stderr
+    assert f"assumed (--scenario {slow}): upgrade fixed(40m)" in result.stderr
+    # batch:size=6 on 30: 5 waves of at least 40 minutes
+    p50 = re.search(r"duration p50 (\d+)h(\d+)m", result.stderr)
+    assert p50 is not None and int(p50[1]) * 60 + int(p50[2]) >= 200, result.stderr
+    result = emu.cli(*base, "--image-version", emu.next_target(), "--calibrated")
+    assert result.returncode == 0, result.stderr
+    assert "assumed (calibrated from " in result.stderr
+    assert "upgrade fixed(40m)" not in result.stderr  # fitted from the rehearsals: 4m
+    before = emu.admin("requests")["by_operation"]
+    both = emu.cli(*base, "--image-version", "99.0.0", "--calibrated", "--scenario", str(slow))
+    assert both.returncode == 2 and both.stderr.count("\n") == 1, both.stderr
+    assert both.stderr.startswith("error: --calibrated and --scenario: give one of them")
+    assert emu.admin("requests")["by_operation"] == before  # refused before any ARM call
