@@ -19,6 +19,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
 from ..engine.errors import BackendError, InputError
+from ..engine.polling import poll_text
 from . import fleet, operate, output
 from .calibrate import calibrate
 from .emulate import emulate
@@ -295,6 +296,8 @@ def _scenario_info(scenario: Scenario) -> dict[str, Any]:
         "upgrade": str(scenario.upgrade),
         "required": str(scenario.required),
         "required_count": scenario.required_serving(),
+        "poll_interval": poll_text(scenario.poll_interval),
+        "request_latency_s": scenario.request_latency,
     }
 
 

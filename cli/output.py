@@ -357,11 +357,19 @@ def scenario_line(scenario: Mapping[str, Any]) -> str:
     uds = f"{scenario['update_domains']} UDs"
     if scenario.get("orchestration") == "Flexible":
         uds = "Flexible: no UDs"
-    return (
+    line = (
         f"scenario {scenario['name']}: {scenario['instances']} instances ({where}, "
         f"{uds}, {scenario['fault_domains']} FDs), "
         f"upgrade {scenario['upgrade']}, {scenario['required']} must keep serving"
     )
+    poll = scenario.get("poll_interval")
+    if poll == "0":
+        line += "; driver sees every change at once (poll_interval 0)"
+    elif poll is not None:
+        latency = scenario.get("request_latency_s") or 0
+        per_call = f", {latency:g} s per ARM call" if latency else ""
+        line += f"; driver polls every {poll} s{per_call} (as upgrade --poll-interval)"
+    return line
 
 
 def simulate_table(summary: Mapping[str, Any], required: int) -> Table:

@@ -6,7 +6,11 @@ driver that sees every change at once (the simulator's numbers before issue 11).
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 import simpy
@@ -290,3 +294,27 @@ def test_a_rollout_that_can_never_finish_is_an_error_not_a_hang() -> None:
 
     with pytest.raises(RuntimeError, match="waits for a change that cannot come"):
         simulate_rollout(env, rollout, ss, poll=(5.0, 30.0))
+
+
+def test_simulate_and_compare_say_how_the_simulated_driver_polls(tmp_path: Path) -> None:
+    """A planner reading simulate's or compare's output sees the driver it
+    modelled: upgrade's polling by default, or the idealised driver."""
+    env = {**os.environ, "COLUMNS": "200"}
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "vmss_rollout.cli.app", *args],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    polled = cli("simulate", "-s", "batch", "-r", "2")
+    assert "; driver polls every 5:30 s (as upgrade --poll-interval)" in polled
+    ideal = tmp_path / "ideal.toml"
+    ideal.write_text('[driver]\npoll_interval = "0"\n')
+    assert "driver sees every change at once" in cli("compare", str(ideal), "-r", "2")
+    slow = tmp_path / "slow.toml"
+    slow.write_text('[driver]\npoll_interval = "10:60"\nrequest_latency = "1.5s"\n')
+    out = cli("simulate", str(slow), "-s", "batch", "-r", "2")
+    assert "driver polls every 10:60 s, 1.5 s per ARM call" in out
