@@ -11,6 +11,7 @@ import typer
 from ..backends.journal import Journal
 from ..engine.errors import InputError
 from ..engine.model import ProvisioningState, instance_sort_key
+from ..engine.options import parse_duration
 from . import output
 from .operate import (
     ArmEndpoint,
@@ -20,11 +21,13 @@ from .operate import (
     PollEvery,
     ResourceGroup,
     Subscription,
+    WaitTimeout,
     Yes,
     _backend,
     _poll_interval,
     confirm,
     journaled,
+    wait_for,
 )
 from .options import Debug, Json
 from .output import OutputFormat, Query
@@ -78,6 +81,7 @@ def scale(
     yes: Yes = False,
     no_wait: NoWait = False,
     poll_interval: PollEvery = "5:30",
+    timeout: WaitTimeout = "1h",
     journal: JournalPath = None,
     subscription: Subscription = None,
     arm_endpoint: ArmEndpoint = None,
@@ -100,6 +104,7 @@ def scale(
             "per scale set"
         )
     interval = _poll_interval(poll_interval)
+    wait_s = parse_duration(timeout, "--timeout")
     backend = _backend(resource_group, name, subscription, arm_endpoint)
     scale_set = backend.read_scale_set()
     limit, why = capacity_limit(backend.vmss_json, scale_set.flexible)
@@ -119,7 +124,7 @@ def scale(
         confirm(what, f"{what}?")
     request = {"capacity": capacity, "previous": current}
     with journaled(book, backend, "scale", request, []) as journaled_as:
-        result = _resize(backend, capacity, before, no_wait, interval, note)
+        result = _resize(backend, capacity, before, no_wait, interval, note, wait_s)
         added, removed = result["added"], result["removed"]
         journaled_as["state"] = "requested" if no_wait else "completed"
         journaled_as["result"] = {"added": added, "removed": removed}
@@ -143,16 +148,34 @@ def scale(
 
 
 def _resize(
-    backend: Any, capacity: int, before: list[str], no_wait: bool, interval: Any, note: str
+    backend: Any,
+    capacity: int,
+    before: list[str],
+    no_wait: bool,
+    interval: Any,
+    note: str,
+    timeout_s: float,
 ) -> dict[str, Any]:
-    """Set the capacity, then (unless ``no_wait``) wait until it settles;
-    ``scale``'s JSON result (``note``: what Azure does on a scale-in)."""
+    """Set the capacity, then (unless ``no_wait``) wait until it settles, at
+    most ``timeout_s``; ``scale``'s JSON result (``note``: what Azure does on a
+    scale-in)."""
     current = len(before)
     backend.set_capacity(capacity)
     instances = backend.list_instances()
-    while not no_wait and not _settled(instances, capacity):
-        backend.clock.sleep(interval.next(False))  # the emulator's time in a rehearsal
+
+    def settled() -> bool:
+        nonlocal instances
         instances = backend.list_instances()
+        return _settled(instances, capacity)
+
+    if not no_wait and not _settled(instances, capacity):
+        wait_for(
+            backend,
+            interval,
+            timeout_s,
+            settled,
+            lambda: f"{len(instances)} instances, not yet a settled {capacity}",
+        )
     after = sorted((i.instance_id for i in instances), key=instance_sort_key)
     added = [i for i in after if i not in before]
     removed = [i for i in before if i not in after]

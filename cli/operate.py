@@ -30,7 +30,7 @@ from ..backends.journal import (
     model_from_dict,
     refuse_live_driver,
 )
-from ..engine.errors import InputError
+from ..engine.errors import BackendError, InputError
 from ..engine.events import Event, EventKind
 from ..engine.model import (
     Health,
@@ -41,7 +41,7 @@ from ..engine.model import (
     UpgradeMode,
     instance_sort_key,
 )
-from ..engine.options import EngineOptions, Scope
+from ..engine.options import EngineOptions, Scope, format_duration, parse_duration
 from ..engine.polling import PollInterval, parse_poll_interval
 from ..engine.rollout import check_scope
 from ..engine.rollout import runs as runs_model
@@ -139,6 +139,43 @@ PollEvery = Annotated[
         rich_help_panel=AZURE_PANEL,
     ),
 ]
+WaitTimeout = Annotated[
+    str,
+    typer.Option(
+        "--timeout",
+        metavar="DURATION",
+        help="Give up waiting after this long (Azure goes on with the action; exit 3, "
+        "journaled failed).",
+        rich_help_panel=AZURE_PANEL,
+    ),
+]
+
+
+def wait_for(
+    backend: AzureBackend,
+    interval: PollInterval,
+    timeout_s: float,
+    done: Callable[[], bool],
+    pending: Callable[[], str],
+) -> None:
+    """Wait a poll interval, then ask ``done()`` (which polls), until it is
+    true, on the backend's clock (the emulator's in a rehearsal), at most
+    ``timeout_s``: then a one-line error naming what is still ``pending()``
+    (exit 3: something was asked of Azure)."""
+    deadline = backend.clock.monotonic() + timeout_s
+    while True:
+        left = deadline - backend.clock.monotonic()
+        if left <= 0:
+            raise BackendError(
+                f"gave up waiting after {format_duration(timeout_s)}: {pending()}; "
+                f"Azure goes on with it (vmss-rollout status -g {backend.resource_group} "
+                f"-n {backend.name} shows it)"
+            )
+        backend.clock.sleep(min(interval.next(False), left))
+        if done():
+            return
+
+
 Strategy = Annotated[
     str,
     typer.Option(
@@ -1514,6 +1551,7 @@ def instances(
     yes: Yes = False,
     no_wait: NoWait = False,
     poll_interval: PollEvery = "5:30",
+    timeout: WaitTimeout = "1h",
     journal: JournalPath = None,
     subscription: Subscription = None,
     arm_endpoint: ArmEndpoint = None,
@@ -1538,6 +1576,7 @@ def instances(
             "--only-fault-domains/--only-zones, or --all"
         )
     interval = _poll_interval(poll_interval)
+    wait_s = parse_duration(timeout, "--timeout")
     backend = _backend(resource_group, name, subscription, arm_endpoint)
     scale_set, fleet = backend.read()
     from ..backends.upgrade import check_fault_domains
@@ -1560,7 +1599,7 @@ def instances(
             f"{' ...' if len(ids) > 20 else ''})?",
         )
     with journaled(book, backend, action, {"instances": ids}, ids) as journaled_as:
-        result = _act(backend, action, ids, no_wait, interval)
+        result = _act(backend, action, ids, no_wait, interval, wait_s)
         journaled_as["state"] = "requested" if no_wait else "completed"
         journaled_as["result"] = {k: result[k] for k in ("capacity",) if k in result}
     result["operation"] = journaled_as["id"]
@@ -1585,15 +1624,21 @@ def instances(
 
 
 def _act(
-    backend: AzureBackend, action: str, ids: list[str], no_wait: bool, interval: Any
+    backend: AzureBackend,
+    action: str,
+    ids: list[str],
+    no_wait: bool,
+    interval: Any,
+    timeout_s: float,
 ) -> dict[str, Any]:
     """Ask Azure for ``action`` on ``ids``, then (unless ``no_wait``) wait
     until they are done; ``instances``' JSON result."""
     method, finished = ACTIONS[action]
     getattr(backend, method)(ids)
     waiting = set(ids)
-    while waiting and not no_wait:
-        backend.clock.sleep(interval.next(False))  # the emulator's time in a rehearsal
+
+    def done() -> bool:
+        nonlocal waiting
         current = {i.instance_id: i for i in backend.list_instances()}
         waiting = {
             i
@@ -1601,6 +1646,16 @@ def _act(
             if i in current
             and (current[i].provisioning is ProvisioningState.UPDATING or not finished(current[i]))
         }
+        return not waiting
+
+    if not no_wait:
+        wait_for(
+            backend,
+            interval,
+            timeout_s,
+            done,
+            lambda: f"{action} not done on {' '.join(sorted(waiting, key=instance_sort_key))}",
+        )
     result = {
         "action": action,
         "instances": ids,

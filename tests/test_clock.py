@@ -311,3 +311,30 @@ def test_connect_honours_the_emulator_but_not_public_azure(slow: Emulated) -> No
         assert backend.sleep == clock.sleep
         _, _, public = connect(slow.info["subscription"], "https://management.azure.com")
         assert not public.honour
+
+
+def test_instances_and_scale_give_up_waiting_at_their_timeout(slow: Emulated) -> None:
+    """A wait is bounded (--timeout, emulated seconds in a rehearsal): past it
+    the command ends with one line naming what is not done, exit 3 (Azure was
+    asked), and the journal ends the operation failed; the action goes on."""
+    cases = (
+        (["instances", "reimage", "--only-instances", "2"], "reimage not done on 2"),
+        (["scale", "--capacity", str(N + 3), "--arm-endpoint", slow.info["endpoint"]],
+         "not yet a settled"),
+    )  # fmt: skip
+    for command, pending in cases:
+        started = time.monotonic()
+        result = slow.cli(
+            *command[:2] if command[0] == "instances" else command[:1],
+            "-g", RG, "-n", slow.name,
+            *(command[2:] if command[0] == "instances" else command[1:]),
+            "--timeout", "20s", "--poll-interval", "5:5", "--yes",
+        )  # fmt: skip
+        assert result.returncode == 3, result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+        assert result.stderr.startswith("error: ") and "gave up waiting after 20s" in result.stderr
+        assert pending in result.stderr
+        assert time.monotonic() - started < 30  # 20 emulated seconds, not wall seconds
+        with Journal(slow.journal) as book:
+            record = book.operations(None, limit=1)[0]
+        assert record.state == "failed" and "gave up waiting" in record.reason
