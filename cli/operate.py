@@ -498,15 +498,29 @@ Calibrated = Annotated[
 ]
 
 
-def _timings(
-    backend: AzureBackend, scenario_path: str | None, calibrated: bool, journal: str | None
-) -> tuple[Scenario | str | None, str | None]:
-    """The scenario a prediction simulates with (``plan``, ``upgrade``'s prompt
-    and ETA) and where it came from: --scenario, --calibrated, or the built-in."""
+def _given_timings(
+    scenario_path: str | None, calibrated: bool
+) -> tuple[Scenario | None, str | None]:
+    """--scenario FILE, loaded (a bad file or both flags refused before any ARM
+    call), with its origin; (None, None) for the built-in or --calibrated."""
     if calibrated and scenario_path is not None:
         raise InputError("--calibrated and --scenario: give one of them")
+    if scenario_path is None:
+        return None, None
+    return load_scenario(scenario_path), f"--scenario {scenario_path}"
+
+
+def _timings(
+    backend: AzureBackend,
+    given: tuple[Scenario | None, str | None],
+    calibrated: bool,
+    journal: str | None,
+) -> tuple[Scenario | None, str | None]:
+    """The scenario a prediction simulates with (``plan``, ``upgrade``'s prompt
+    and ETA) and where it came from: ``given`` (:func:`_given_timings`), or
+    the calibration of this scale set's journal."""
     if not calibrated:
-        return scenario_path, None
+        return given
     from .calibrate import calibration
 
     _, scenario, fitted = calibration(backend, journal)
@@ -578,8 +592,7 @@ def plan(
     spec = strategy.strip()
     chosen = registry.make(spec)
     options = _engine_options(flags)
-    if calibrated and scenario_path is not None:  # before any ARM call
-        raise InputError("--calibrated and --scenario: give one of them")
+    given = _given_timings(scenario_path, calibrated)
     poll = None if poll_interval is None else parse_poll_interval(poll_interval)
     backend = _backend(resource_group, name, subscription, arm_endpoint)
     scale_set, instances, latency = _timed_read(backend)
@@ -588,7 +601,7 @@ def plan(
     from ..backends.upgrade import check_fault_domains
 
     check_fault_domains(scale_set, chosen.name, options.scope)
-    scenario, origin = _timings(backend, scenario_path, calibrated, journal)
+    scenario, origin = _timings(backend, given, calibrated, journal)
     with study_progress(f"simulating {spec}") as progress:
         result = predict(
             instances,
@@ -664,7 +677,7 @@ def predict(
     target: ModelVersion,
     spec: str,
     options: EngineOptions,
-    scenario_path: str | Scenario | None,
+    given: Scenario | None,
     runs: int,
     *,
     workers: int | None = None,
@@ -676,12 +689,13 @@ def predict(
 ) -> dict[str, Any]:
     """Waves and a Monte Carlo prediction of ``spec`` on a live topology
     (``workers``, ``dask``, ``progress``: as :func:`~..sim.parallel.run_study`;
-    ``origin``: where a given :class:`Scenario` came from). ``poll``: the
+    ``given``: the scenario, None for the built-in; ``origin``: where it came
+    from). ``poll``: the
     driver's poll interval as ``upgrade --poll-interval`` gets it (default: the
     scenario's); ``latency``: seconds per ARM call measured on the live scale
     set, used unless the scenario sets a request latency."""
     pending = frozenset(i.instance_id for i in instances if not runs_model(i, target))
-    base = scenario_path if isinstance(scenario_path, Scenario) else load_scenario(scenario_path)
+    base = given if given is not None else load_scenario(None)
     scenario = dataclasses.replace(base, instances=len(instances) or 1)
     driver = {"poll_interval": "scenario", "request_latency": "scenario"}
     if poll is not None:
@@ -697,13 +711,7 @@ def predict(
         if i.instance_id in pending
         and options.scope.covers(i.instance_id, i.update_domain, i.fault_domain, i.zone)
     ]
-    if origin is None:
-        origin = (
-            f"--scenario {scenario_path}"
-            if isinstance(scenario_path, str)
-            else "built-in default scenario"
-        )
-    assumed = render.assumed_timings(scenario, origin, driver)
+    assumed = render.assumed_timings(scenario, origin or "built-in default scenario", driver)
     if not in_scope:
         return {"waves": [], "simulation": None, "outage_runs": 0, "assumed": assumed}
     scope = Scope(instances=frozenset(i.instance_id for i in in_scope))
@@ -925,14 +933,11 @@ def upgrade(
     registry.make(spec)
     options = _engine_options(flags)
     interval = _poll_interval(poll_interval)
-    if calibrated and scenario_path is not None:  # before any ARM call
-        raise InputError("--calibrated and --scenario: give one of them")
-    if scenario_path is not None:
-        load_scenario(scenario_path)  # a bad file is refused before any ARM call
+    given = _given_timings(scenario_path, calibrated)
     backend = _backend(resource_group, name, subscription, arm_endpoint)
     scale_set, instances = backend.read()
     target = _target(scale_set.model, flags)
-    timings = _timings(backend, scenario_path, calibrated, journal)
+    timings = _timings(backend, given, calibrated, journal)
     _run_upgrade(
         backend,
         scale_set,
@@ -977,7 +982,7 @@ def _run_upgrade(
     restore_rolling: bool = False,
     out: str | None = None,
     query: str | None = None,
-    timings: tuple[Scenario | str | None, str | None] = (None, None),
+    timings: tuple[Scenario | None, str | None] = (None, None),
 ) -> None:
     # -o json or its alias --json (no --query): events as JSON lines, then the
     # summary on one line
